@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# `make setup`: give this checkout a working Caffe and a virtualenv .venv/ with pycaffe_fer.
+#
+# - If a Python that can `import caffe` is already there (e.g. an activated conda env made from
+#   environment.yml, or PYCAFFE_FER_PYTHON=/path/to/python), use it and build nothing.
+# - Otherwise install the Debian packages, build Caffe with tools/install_caffe.sh (cached under
+#   ~/.cache/pycaffe_fer) and use the system /usr/bin/python3 that pycaffe is built for.
+# Then: .venv/ (with --system-site-packages, so the system numpy/cv2 that pycaffe needs are seen),
+# pycaffe_fer installed editable, and .venv/bin/caffe, a wrapper that lets Caffe's Python layers
+# import pycaffe_fer. Every step checks first and does nothing when already done.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# Python packages the project uses, as Debian packages built for the system numpy that pycaffe
+# links against (PyPI's wheels would pull numpy 2).
+APT_PY_DEPS="python3-venv python3-pip python3-numpy python3-protobuf python3-opencv python3-lmdb
+  python3-jinja2 python3-yaml python3-tqdm python3-matplotlib python3-pytest python3-skimage"
+
+apt_install_missing() {
+  local missing="" p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+  done
+  [ -n "$missing" ] || return 0
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "installing Debian packages:$missing"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+caffe_python=""   # directory holding the caffe package, when we built it
+caffe_bin=""
+base_python="${PYCAFFE_FER_PYTHON:-}"
+if [ -z "$base_python" ] && [ -n "${CONDA_PREFIX:-}" ] && "$CONDA_PREFIX/bin/python" -c 'import caffe' 2>/dev/null; then
+  base_python="$CONDA_PREFIX/bin/python"
+fi
+if [ -n "$base_python" ]; then
+  "$base_python" -c 'import caffe' || { say "PYCAFFE_FER_PYTHON=$base_python cannot import caffe"; exit 1; }
+  say "using the existing Caffe of $base_python"
+  caffe_bin="$(dirname "$base_python")/caffe"
+  [ -x "$caffe_bin" ] || caffe_bin="$(command -v caffe || true)"
+  [ -n "$caffe_bin" ] || { say "found pycaffe but no caffe binary next to $base_python or on PATH"; exit 1; }
+else
+  base_python=/usr/bin/python3
+  command -v apt-get >/dev/null || { say "no apt-get here: use conda (environment.yml) or Docker, see README"; exit 1; }
+  apt_install_missing $APT_PY_DEPS
+  # PYCAFFE_FER_CAFFE_FLAGS passes installer flags through, e.g. --cuda (the Docker image does).
+  caffe_root="$("$REPO/tools/install_caffe.sh" ${PYCAFFE_FER_CAFFE_FLAGS:-} | tail -n 1)"
+  # Debian's packaging installs pycaffe under lib/python3/dist-packages.
+  caffe_python="$(dirname "$(dirname "$(find "$caffe_root" -path '*/caffe/_caffe.so' | head -n 1)")")"
+  caffe_bin="$caffe_root/bin/caffe"
+fi
+
+if [ ! -x "$VENV/bin/python" ] || [ "$(readlink -f "$VENV/bin/python")" != "$(readlink -f "$base_python")" ]; then
+  say "creating $VENV from $base_python"
+  rm -rf "$VENV"
+  "$base_python" -m venv --system-site-packages "$VENV"
+fi
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [ -n "$caffe_python" ]; then
+  echo "$caffe_python" >"$site/caffe.pth"
+fi
+
+# (from /, so the checkout in the current directory does not count as installed)
+if ! (cd / && "$VENV/bin/python" -c 'import pycaffe_fer, sys; sys.exit(not pycaffe_fer.__file__.startswith(sys.argv[1]))' "$REPO" 2>/dev/null); then
+  say "installing pycaffe_fer (editable) into $VENV"
+  # No build isolation: setuptools comes from the venv, so no download is needed.
+  "$VENV/bin/python" -m pip install --quiet --no-build-isolation -e "$REPO"
+fi
+
+# The caffe binary embeds the interpreter it was built with; Python layers must find pycaffe_fer,
+# pycaffe and the venv's packages through PYTHONPATH (.pth files are not read from PYTHONPATH).
+wrapper="$VENV/bin/caffe"
+cat >"$wrapper.tmp" <<EOF
+#!/bin/sh
+# Written by tools/setup_env.sh: Caffe with pycaffe_fer's Python layers importable.
+PYTHONPATH="$REPO${caffe_python:+:$caffe_python}:$site\${PYTHONPATH:+:\$PYTHONPATH}"
+export PYTHONPATH
+exec "$caffe_bin" "\$@"
+EOF
+chmod +x "$wrapper.tmp"
+mv "$wrapper.tmp" "$wrapper"
+
+(cd / && "$VENV/bin/python" -c 'import caffe, pycaffe_fer') || { say "import caffe, pycaffe_fer failed in $VENV"; exit 1; }
+say "ready: $VENV/bin/python, $wrapper ($("$wrapper" --version 2>&1 | head -n1))"
