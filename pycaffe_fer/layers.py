@@ -1,0 +1,94 @@
+"""Caffe Python layers of pycaffe_fer.
+
+SoftLabelKLLossLayer is the base classifiers' loss (eqs. 5-6 of the paper): the KL divergence
+between each sample's soft label d_i and the softmax p_i of its class scores s_i. Caffe has no
+soft-target loss (SoftmaxWithLoss casts labels to int), hence this layer.
+
+    layer {
+      name: "loss" type: "Python" bottom: "score" bottom: "soft_label" top: "loss"
+      python_param { module: "pycaffe_fer.layers" layer: "SoftLabelKLLossLayer"
+                     param_str: '{"form": "kl", "tolerance": 1e-3}' }
+      loss_weight: 1
+    }
+"""
+import json
+
+import caffe
+import numpy as np
+
+_PARAMS = {"form": ("kl", "cross_entropy"), "tolerance": None}
+
+
+class SoftLabelKLLossLayer(caffe.Layer):
+    """(1/N) sum_i KL(d_i || softmax(s_i)); gradient (softmax(s) - d) / N scaled by the loss weight.
+
+    bottom[0]: scores s, N x C (or N x C x 1 x 1), the classifier's pre-softmax output.
+    bottom[1]: soft targets d, same shape; each row non-negative and summing to 1.
+    top[0]:    the loss, a scalar. With param_str {"form": "cross_entropy"} it is
+               -(1/N) sum_i sum_k d_ik log p_ik instead (eq. 5 as printed); the gradient is the same.
+    """
+
+    def setup(self, bottom, top):
+        params = json.loads(self.param_str) if self.param_str.strip() else {}
+        if not isinstance(params, dict):
+            raise ValueError("SoftLabelKLLossLayer: param_str must be a JSON object, got %r" % self.param_str)
+        unknown = sorted(set(params) - set(_PARAMS))
+        if unknown:
+            raise ValueError("SoftLabelKLLossLayer: unknown param_str key(s) %s (known: %s)"
+                             % (", ".join(unknown), ", ".join(sorted(_PARAMS))))
+        self.form = params.get("form", "kl")
+        if self.form not in _PARAMS["form"]:
+            raise ValueError("SoftLabelKLLossLayer: form must be one of %s, got %r" % (_PARAMS["form"], self.form))
+        self.tolerance = float(params.get("tolerance", 1e-3))
+        if len(bottom) != 2:
+            raise ValueError("SoftLabelKLLossLayer: needs 2 bottoms (scores, soft targets), got %d" % len(bottom))
+        if len(top) != 1:
+            raise ValueError("SoftLabelKLLossLayer: needs 1 top (the loss), got %d" % len(top))
+
+    def reshape(self, bottom, top):
+        scores, targets = bottom[0].data.shape, bottom[1].data.shape
+        if _flat_shape(scores) is None or _flat_shape(targets) is None or _flat_shape(scores) != _flat_shape(targets):
+            raise ValueError("SoftLabelKLLossLayer: scores %s and soft targets %s must both be N x C "
+                             "(or N x C x 1 x 1) with the same N and C" % (scores, targets))
+        top[0].reshape(1)
+
+    def forward(self, bottom, top):
+        num, channels = _flat_shape(bottom[0].data.shape)
+        scores = bottom[0].data.reshape(num, channels).astype(np.float64)
+        targets = bottom[1].data.reshape(num, channels).astype(np.float64)
+        self._check_targets(targets)
+        shifted = scores - scores.max(axis=1, keepdims=True)       # log-sum-exp for stability
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))   # eq. 6, in logs
+        cross_entropy = -(targets * log_p).sum() / num                          # eq. 5
+        loss = cross_entropy
+        if self.form == "kl":
+            # 0 * log 0 = 0: log of a zero target is taken at 1, and multiplied by 0 anyway.
+            loss += (targets * np.log(np.where(targets > 0, targets, 1.0))).sum() / num
+        top[0].data[...] = loss
+        self.gradient = ((np.exp(log_p) - targets) / num).astype(np.float32)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise ValueError("SoftLabelKLLossLayer: cannot backpropagate to the soft targets")
+        if propagate_down[0]:
+            bottom[0].diff[...] = (top[0].diff[0] * self.gradient).reshape(bottom[0].diff.shape)
+
+    def _check_targets(self, targets):
+        negative = np.flatnonzero((targets < -self.tolerance).any(axis=1))
+        if negative.size:
+            raise ValueError("SoftLabelKLLossLayer: soft target of sample %d has a negative entry %s"
+                             % (negative[0], targets[negative[0]].min()))
+        sums = targets.sum(axis=1)
+        off = np.flatnonzero(np.abs(sums - 1) > self.tolerance)
+        if off.size:
+            raise ValueError("SoftLabelKLLossLayer: soft target of sample %d sums to %.6f, not 1 "
+                             "(tolerance %g)" % (off[0], sums[off[0]], self.tolerance))
+
+
+def _flat_shape(shape):
+    """(N, C) for an N x C or N x C x 1 x 1 blob shape, else None."""
+    if len(shape) == 2:
+        return tuple(shape)
+    if len(shape) == 4 and shape[2] == 1 and shape[3] == 1:
+        return tuple(shape[:2])
+    return None

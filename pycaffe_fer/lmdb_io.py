@@ -1,0 +1,113 @@
+"""Caffe Datum LMDBs: image records (uint8 C x H x W, BGR, int label) and soft-label records
+(float_data of length C, shape C x 1 x 1), written atomically and read back in key order.
+"""
+import os
+
+import lmdb
+import numpy as np
+from caffe.proto import caffe_pb2
+
+from .atomic import atomic_path
+
+# LMDB reserves address space, not disk: a map this large costs nothing and never fills.
+MAP_SIZE = 1 << 40
+# Records per write transaction: large enough to amortise commits, small enough to keep memory flat.
+COMMIT_EVERY = 1000
+
+
+def record_key(index, source_key):
+    """The LMDB key of the index-th record: zero-padded so byte order is record order."""
+    return ("%08d_%s" % (index, source_key)).encode("utf-8")
+
+
+def image_datum(image, label):
+    """Serialized Datum of an H x W x C (OpenCV's BGR layout) or H x W uint8 image."""
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    datum = caffe_pb2.Datum()
+    datum.height, datum.width, datum.channels = image.shape
+    datum.data = np.ascontiguousarray(image.transpose(2, 0, 1)).tobytes()
+    datum.label = int(label)
+    return datum.SerializeToString()
+
+
+def vector_datum(vector, label=0):
+    """Serialized Datum(channels=C, height=1, width=1, float_data) of a soft-label vector."""
+    vector = np.asarray(vector, dtype=np.float32).ravel()
+    datum = caffe_pb2.Datum()
+    datum.channels, datum.height, datum.width = vector.size, 1, 1
+    datum.float_data.extend(vector.tolist())
+    datum.label = int(label)
+    return datum.SerializeToString()
+
+
+def datum_array(datum):
+    """C x H x W array of a Datum: uint8 for image records, float32 for float_data records."""
+    shape = (datum.channels, datum.height, datum.width)
+    if datum.data:
+        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
+    return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
+
+
+def read_lmdb(path):
+    """Yield (key bytes, Datum) in key order: the order Caffe's Data layer reads them."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError("%s: no LMDB directory there" % path)
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            for key, value in txn.cursor():
+                datum = caffe_pb2.Datum()
+                datum.ParseFromString(value)
+                yield key, datum
+    finally:
+        env.close()
+
+
+def lmdb_count(path):
+    env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    try:
+        return env.stat()["entries"]
+    finally:
+        env.close()
+
+
+class LMDBWriter:
+    """Write (key, serialized Datum) records into a temporary sibling of ``path``; rename on success.
+
+    ``with LMDBWriter(path, force=False) as writer: writer.put(key, value)``. Without ``force`` an
+    existing ``path`` is refused before anything is written; a failure leaves nothing behind.
+    """
+
+    def __init__(self, path, force=False):
+        self.path = path
+        self.force = force
+        self.count = 0
+
+    def __enter__(self):
+        if not self.force and os.path.lexists(self.path):
+            raise FileExistsError("%s already exists (pass --force to replace it)" % self.path)
+        self._atomic = atomic_path(self.path, is_dir=True, replace=self.force)
+        tmp = self._atomic.__enter__()
+        self._env = lmdb.open(tmp, map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)
+        self._txn = self._env.begin(write=True)
+        return self
+
+    def put(self, key, value):
+        self._txn.put(key, value)
+        self.count += 1
+        if self.count % COMMIT_EVERY == 0:
+            self._txn.commit()
+            self._txn = self._env.begin(write=True)
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._txn.commit()
+                self._env.sync()
+            else:
+                self._txn.abort()
+        finally:
+            self._env.close()
+        return self._atomic.__exit__(exc_type, exc, tb)

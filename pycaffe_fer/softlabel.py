@@ -1,0 +1,73 @@
+"""Soft labels: the constructor's fusion (eqs. 2-3) and the gamma perturbation (eq. 4).
+
+D is a C x C matrix whose row j is the soft label d_j of class j (the paper calls d_j a column of
+D but prints it as a row of Table 1; rows are used throughout here).
+"""
+import numpy as np
+
+from .errors import InputError
+
+# How far a row of D may be from summing to 1 and still be accepted (float32 files, CSV rounding
+# of the paper's four-decimal Table 1).
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def construct(probs, labels, num_classes=7):
+    """Fuse a trained model's validation predictions into soft labels (eqs. 2-3).
+
+    probs: N x C softmax vectors q_i (eq. 1); labels: N true labels. Row j of the result is the
+    mean of q_i over the validation images of class j (eq. 2), L1-normalised (eq. 3).
+    A class with no validation image has no soft label: that is an error.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if probs.ndim != 2 or probs.shape[1] != num_classes or probs.shape[0] != labels.shape[0]:
+        raise InputError("construct: probs must be N x %d with one label each, got %s and %d labels"
+                         % (num_classes, probs.shape, labels.shape[0]))
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise InputError("construct: labels must lie in 0..%d" % (num_classes - 1))
+    counts = np.bincount(labels, minlength=num_classes)
+    if (counts == 0).any():
+        raise InputError("construct: no validation image of class(es) %s: their soft labels are undefined"
+                         % ", ".join(str(j) for j in np.flatnonzero(counts == 0)))
+    sums = np.zeros((num_classes, num_classes))
+    np.add.at(sums, labels, probs)
+    mean = sums / counts[:, None]                                   # eq. 2
+    return mean / np.abs(mean).sum(axis=1, keepdims=True)           # eq. 3
+
+
+def perturb(D, gamma):
+    """Eq. 4: d_j := (d_j)^gamma / Z, element-wise power of each row, renormalised to sum 1.
+
+    gamma < 1 smooths the soft labels, gamma > 1 sharpens them, gamma = 1 leaves them as they
+    are; the order of the entries within a row never changes.
+    """
+    gamma = float(gamma)
+    if not gamma > 0:
+        raise InputError("perturb: gamma must be > 0, got %r" % gamma)
+    D = validate_matrix(D)
+    powered = np.power(D, gamma)
+    return powered / powered.sum(axis=1, keepdims=True)
+
+
+def validate_matrix(D, source="D", num_classes=None):
+    """Return D as float64 if it is a C x C matrix of non-negative rows summing to 1, else raise.
+
+    ``source`` names the file in the error message.
+    """
+    D = np.asarray(D, dtype=np.float64)
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise InputError("%s: soft-label matrix must be C x C, got shape %s" % (source, D.shape))
+    if num_classes is not None and D.shape[0] != num_classes:
+        raise InputError("%s: soft-label matrix must be %d x %d, got %s"
+                         % (source, num_classes, num_classes, D.shape))
+    if not np.isfinite(D).all():
+        raise InputError("%s: soft-label matrix has non-finite entries" % source)
+    bad = np.flatnonzero((D < 0).any(axis=1))
+    if bad.size:
+        raise InputError("%s: row %d has a negative entry" % (source, bad[0]))
+    sums = D.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1) > ROW_SUM_TOLERANCE)
+    if bad.size:
+        raise InputError("%s: row %d sums to %.6f, not 1" % (source, bad[0], sums[bad[0]]))
+    return D
