@@ -1,0 +1,62 @@
+"""Promises about where the code runs: Python 3.8 (conda-forge's Caffe) and the Docker image."""
+import ast
+import os
+import shlex
+
+import pytest
+
+from helpers import REPO
+
+SOURCE_DIRS = ("pycaffe_fer", "tools", "tests", "bench")
+
+
+def python_files():
+    for top in SOURCE_DIRS:
+        for dirpath, _, names in os.walk(os.path.join(REPO, top)):
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    yield os.path.join(dirpath, name)
+
+
+@pytest.mark.parametrize("path", sorted(python_files()), ids=lambda p: os.path.relpath(p, REPO))
+def test_parses_as_python_3_8(path):
+    with open(path, encoding="utf-8") as handle:
+        source = handle.read()
+    tree = ast.parse(source, filename=path, feature_version=(3, 8))
+    # What the 3.8 grammar accepts but the 3.8 runtime lacks.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            assert node.attr not in ("removeprefix", "removesuffix"), \
+                "%s:%d: str.%s is Python 3.9+" % (path, node.lineno, node.attr)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "zip":
+            assert all(k.arg != "strict" for k in node.keywords), "%s:%d: zip(strict=) is 3.10+" % (path, node.lineno)
+        if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) in ("list", "dict", "tuple", "set"):
+            assert False, "%s:%d: %s[...] generics are Python 3.9+" % (path, node.lineno, node.value.id)
+
+
+def dockerfile_instructions():
+    """(instruction, arguments) of docker/Dockerfile, continuation lines joined."""
+    with open(os.path.join(REPO, "docker", "Dockerfile")) as handle:
+        text = handle.read().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            yield word.upper(), rest.strip()
+
+
+def test_dockerfile_copies_only_existing_paths():
+    copies = [args for word, args in dockerfile_instructions() if word in ("COPY", "ADD")]
+    assert copies, "the Dockerfile copies nothing"
+    for args in copies:
+        parts = [p for p in shlex.split(args) if not p.startswith("--")]
+        for source in parts[:-1]:
+            assert os.path.exists(os.path.join(REPO, source)), "Dockerfile copies missing %s" % source
+
+
+def test_dockerfile_uses_the_tested_installer_with_cuda():
+    instructions = list(dockerfile_instructions())
+    assert instructions[0][0] == "FROM" and "cuda" in instructions[0][1] and "devel" in instructions[0][1]
+    runs = " ".join(args for word, args in instructions if word == "RUN")
+    assert "tools/install_caffe.sh --cuda" in runs
+    assert "make setup" in runs
