@@ -71,3 +71,9 @@ def validate_matrix(D, source="D", num_classes=None):
     if bad.size:
         raise InputError("%s: row %d sums to %.6f, not 1" % (source, bad[0], sums[bad[0]]))
     return D
+
+
+def gamma_tag(gamma):
+    """The gamma as it appears in file names: 1.4 -> '1.4', 2 -> '2.0', 0.25 -> '0.25'."""
+    text = ("%.3f" % float(gamma)).rstrip("0")
+    return text + "0" if text.endswith(".") else text

@@ -72,16 +72,20 @@ fi
 
 # The caffe binary embeds the interpreter it was built with; Python layers must find pycaffe_fer,
 # pycaffe and the venv's packages through PYTHONPATH (.pth files are not read from PYTHONPATH).
-wrapper="$VENV/bin/caffe"
-cat >"$wrapper.tmp" <<EOF
+# convert_imageset (the baseline of bench/lmdb_build.py) gets the same wrapper.
+for tool in caffe convert_imageset; do
+  wrapper="$VENV/bin/$tool"
+  cat >"$wrapper.tmp" <<EOF
 #!/bin/sh
-# Written by tools/setup_env.sh: Caffe with pycaffe_fer's Python layers importable.
+# Written by tools/setup_env.sh: Caffe's $tool, with pycaffe_fer's Python layers importable.
 PYTHONPATH="$REPO${caffe_python:+:$caffe_python}:$site\${PYTHONPATH:+:\$PYTHONPATH}"
 export PYTHONPATH
-exec "$caffe_bin" "\$@"
+exec "$(dirname "$caffe_bin")/$tool" "\$@"
 EOF
-chmod +x "$wrapper.tmp"
-mv "$wrapper.tmp" "$wrapper"
+  chmod +x "$wrapper.tmp"
+  mv "$wrapper.tmp" "$wrapper"
+done
+wrapper="$VENV/bin/caffe"
 
 (cd / && "$VENV/bin/python" -c 'import caffe, pycaffe_fer') || { say "import caffe, pycaffe_fer failed in $VENV"; exit 1; }
 say "ready: $VENV/bin/python, $wrapper ($("$wrapper" --version 2>&1 | head -n1))"
