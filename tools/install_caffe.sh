@@ -68,6 +68,13 @@ find_nvcc() {
 if [ "$cuda" = 1 ]; then
   NVCC="$(find_nvcc)"
   [ -n "$NVCC" ] || { echo "install_caffe.sh: --cuda given but nvcc is not on PATH or in /usr/local/cuda/bin" >&2; exit 1; }
+  # The toolkit root: nvcc on PATH may be a wrapper script, so look for the headers.
+  cuda_home=""
+  for candidate in "${CUDA_HOME:-}" "${CUDA_PATH:-}" "$(dirname "$(dirname "$(readlink -f "$NVCC")")")" /usr/local/cuda; do
+    if [ -n "$candidate" ] && [ -f "$candidate/include/cuda_runtime.h" ]; then cuda_home="$(readlink -f "$candidate")"; break; fi
+  done
+  [ -n "$cuda_home" ] || { echo "install_caffe.sh: found $NVCC but no CUDA toolkit headers; set CUDA_HOME" >&2; exit 1; }
+  NVCC="$cuda_home/bin/nvcc"
   supported="$("$NVCC" --list-gpu-arch 2>/dev/null | sed -n 's/^compute_\([0-9]*\)$/\1/p' | tr '\n' ' ')"
   kept=""
   for a in $cuda_arch; do
@@ -79,7 +86,9 @@ if [ "$cuda" = 1 ]; then
 fi
 
 cmake_flags=(-DBUILD_python=ON -DBUILD_python_layer=ON -DUSE_LMDB=ON -DUSE_LEVELDB=OFF -DUSE_OPENCV=ON
-  -DBLAS=Open -Dpython_version=3 -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release)
+  -DBLAS=Open -Dpython_version=3 -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release
+  # pycaffe is for the system interpreter (make setup's venv), whatever python3 is first on PATH.
+  -DPYTHON_EXECUTABLE=/usr/bin/python3)
 if [ "$cuda" = 1 ]; then
   cmake_flags+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF -DCUDA_ARCH_NAME=Manual
     "-DCUDA_ARCH_BIN=$cuda_arch" "-DCUDA_ARCH_PTX=$ptx_arch")
@@ -98,11 +107,24 @@ if [ -f "$ROOT/.complete" ] && [ "$configure_only" = 0 ]; then
   exit 0
 fi
 
+# One build per key at a time: a second `make setup` (another checkout, CI) waits for the first.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock-$variant-$key"
+if ! flock -n 9; then
+  say "another build of $ROOT is running; waiting for it"
+  flock 9
+fi
+if [ -f "$ROOT/.complete" ] && [ "$configure_only" = 0 ]; then
+  say "reusing Caffe in $ROOT"
+  echo "$ROOT"
+  exit 0
+fi
+
 WORK="$CACHE/work-$variant-$key"
 LOGS="$WORK/logs"
 mkdir -p "$LOGS"
 total_start=$SECONDS
-say "building Caffe ($variant) into $ROOT; the first build takes about 7 minutes on 2 cores"
+say "building Caffe ($variant) into $ROOT; the first build takes 4 to 7 minutes on 2 cores"
 
 # 1. Build dependencies from the machine's own release.
 if [ "$use_apt" = 1 ]; then
@@ -149,15 +171,15 @@ fi
 # 3. CUDA libraries: the CUDA devel images carry cuBLAS/cuRAND; a bare nvcc (e.g. a pip or
 #    distribution nvcc) does not, so take them from NVIDIA's PyPI wheels into the cache.
 if [ "$cuda" = 1 ]; then
-  cuda_home="$(dirname "$(dirname "$(readlink -f "$NVCC")")")"
   cublas="$(ls "$cuda_home"/lib64/libcublas.so "$cuda_home"/targets/*/lib/libcublas.so 2>/dev/null | head -n1 || true)"
   if [ -z "$cublas" ]; then
     cuda_major="$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
     NVWHEELS="$CACHE/nvidia-cu$cuda_major"
     if [ ! -d "$NVWHEELS/nvidia" ]; then
-      run_step "pip install cuBLAS/cuRAND for CUDA $cuda_major" python3 -m pip install --quiet --target "$NVWHEELS" \
-        "nvidia-cublas-cu$cuda_major" "nvidia-curand-cu$cuda_major" \
-        || run_step "pip install cuBLAS/cuRAND (unsuffixed wheels)" python3 -m pip install --quiet --target "$NVWHEELS" nvidia-cublas nvidia-curand
+      # NVIDIA renamed the wheels at CUDA 13: nvidia-cublas-cu12 before, nvidia-cublas (13.x) since.
+      if [ "$cuda_major" -ge 13 ]; then wheels="nvidia-cublas==$cuda_major.* nvidia-curand"
+      else wheels="nvidia-cublas-cu$cuda_major nvidia-curand-cu$cuda_major"; fi
+      run_step "pip install cuBLAS/cuRAND for CUDA $cuda_major" python3 -m pip install --quiet --target "$NVWHEELS" $wheels
     fi
     libdir="$(dirname "$(find "$NVWHEELS/nvidia" -name 'libcublas.so.*' | head -n1)")"
     incdir="$(dirname "$(find "$NVWHEELS/nvidia" -name 'cublas_v2.h' | head -n1)")"
@@ -169,7 +191,9 @@ if [ "$cuda" = 1 ]; then
     cmake_flags+=("-DCUDA_cublas_LIBRARY=$libdir/libcublas.so" "-DCUDA_curand_LIBRARY=$currand_lib/libcurand.so"
       "-DCMAKE_CXX_FLAGS=-I$incdir -I$currand_inc" "-DCUDA_NVCC_FLAGS=-I$incdir -I$currand_inc")
   fi
-  cmake_flags+=("-DCUDA_TOOLKIT_ROOT_DIR=$cuda_home")
+  # FindCUDA forgets the library paths given above when it sees a "new" toolkit root, which on a
+  # first configure is always: declaring the root as already seen keeps them.
+  cmake_flags+=("-DCUDA_TOOLKIT_ROOT_DIR=$cuda_home" "-DCUDA_TOOLKIT_ROOT_DIR_INTERNAL=$cuda_home")
 fi
 
 # 4. Configure, build, install.
