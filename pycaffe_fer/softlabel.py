@@ -3,8 +3,13 @@
 D is a C x C matrix whose row j is the soft label d_j of class j (the paper calls d_j a column of
 D but prints it as a row of Table 1; rows are used throughout here).
 """
+import csv
+import os
+
 import numpy as np
 
+from .atomic import atomic_path
+from .classes import CLASSES
 from .errors import InputError
 
 # How far a row of D may be from summing to 1 and still be accepted (float32 files, CSV rounding
@@ -77,3 +82,61 @@ def gamma_tag(gamma):
     """The gamma as it appears in file names: 1.4 -> '1.4', 2 -> '2.0', 0.25 -> '0.25'."""
     text = ("%.3f" % float(gamma)).rstrip("0")
     return text + "0" if text.endswith(".") else text
+
+
+def off_diagonal_rows(D):
+    """[(class j, argmax_k d_jk)] for the rows whose maximum is not on the diagonal.
+
+    The paper requires j = argmax_k d_jk (section 3.2): the soft label of a class must still name it.
+    """
+    argmax = np.asarray(D).argmax(axis=1)
+    return [(j, int(k)) for j, k in enumerate(argmax) if k != j]
+
+
+def load_matrix(path, num_classes=None):
+    """Read and validate D from a .npy file or a CSV file (as save_matrix writes it, or bare rows;
+    '#' comment lines, an optional header row and an optional leading class-name column)."""
+    if not os.path.exists(path):
+        raise InputError("%s: no such soft-label file" % path)
+    if path.endswith(".npy"):
+        try:
+            D = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise InputError("%s: not a readable .npy array (%s)" % (path, error))
+        return validate_matrix(D, path, num_classes)
+    rows = []
+    with open(path, newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), 1):
+            if not row or row[0].lstrip().startswith("#"):
+                continue
+            cells = row[1:] if row[0].strip() and _not_number(row[0]) else row
+            if all(_not_number(cell) for cell in cells):
+                continue                                            # the header row
+            try:
+                rows.append([float(cell) for cell in cells])
+            except ValueError:
+                raise InputError("%s:%d: expected numbers, got %s" % (path, number, ",".join(row)))
+    if len({len(r) for r in rows}) > 1:
+        raise InputError("%s: rows have different lengths" % path)
+    return validate_matrix(np.array(rows), path, num_classes)
+
+
+def save_matrix(D, stem):
+    """Write D as stem.npy and as stem.csv (class names in the first column and the header)."""
+    with atomic_path(stem + ".npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.asarray(D, dtype=np.float64))
+    with atomic_path(stem + ".csv") as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["class"] + list(CLASSES[:len(D)]))
+            for name, row in zip(CLASSES, D):
+                writer.writerow([name] + ["%.6f" % value for value in row])
+
+
+def _not_number(text):
+    try:
+        float(text)
+        return False
+    except ValueError:
+        return True

@@ -1,0 +1,94 @@
+"""Eqs. 2-4 against hand-computed values and the paper's Table 1."""
+import numpy as np
+import pytest
+
+from pycaffe_fer import softlabel
+from pycaffe_fer.errors import InputError
+from helpers import REPO
+
+TABLE1 = REPO + "/configs/paper_softlabels_table1.csv"
+
+
+def test_construct_averages_per_true_class_and_normalises():
+    probs = [[0.6, 0.3, 0.1], [0.8, 0.1, 0.1],        # class 0: mean (0.7, 0.2, 0.1)
+             [1.2, 0.6, 0.2],                          # class 1: sums to 2, eq. 3 halves it
+             [0.1, 0.2, 0.7], [0.3, 0.2, 0.5]]         # class 2: mean (0.2, 0.2, 0.6)
+    D = softlabel.construct(probs, [0, 0, 1, 2, 2], num_classes=3)
+    np.testing.assert_allclose(D, [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], atol=1e-12)
+
+
+def test_construct_refuses_a_class_without_validation_images():
+    with pytest.raises(InputError, match=r"no validation image of class\(es\) 1"):
+        softlabel.construct([[0.9, 0.1, 0.0], [0.2, 0.1, 0.7]], [0, 2], num_classes=3)
+
+
+def test_perturb_by_hand():
+    # (0.5, 0.25, 0.25)^2 = (0.25, 0.0625, 0.0625), Z = 0.375
+    np.testing.assert_allclose(softlabel.perturb([[0.5, 0.25, 0.25]] * 3, 2.0)[0], [2 / 3, 1 / 6, 1 / 6])
+
+
+@pytest.mark.parametrize("gamma", [0.4, 0.6, 1.0, 1.4, 2.0, 2.8])
+def test_perturb_table1_rows_sum_to_one_and_keep_their_order(gamma):
+    D = softlabel.load_matrix(TABLE1)
+    perturbed = softlabel.perturb(D, gamma)
+    np.testing.assert_allclose(perturbed.sum(axis=1), 1.0, atol=1e-12)
+    assert (perturbed >= 0).all()
+    for row, new in zip(D, perturbed):
+        # Equal entries (none in Table 1) aside, the ranking within a row never changes.
+        assert list(np.argsort(row, kind="stable")) == list(np.argsort(new, kind="stable"))
+
+
+def test_perturb_gamma_one_is_the_identity_and_larger_gamma_is_sharper():
+    D = softlabel.load_matrix(TABLE1)
+    np.testing.assert_allclose(softlabel.perturb(D, 1.0), D / D.sum(axis=1, keepdims=True), atol=1e-15)
+
+    def entropy(M):
+        return -(M * np.log(M)).sum(axis=1)
+
+    previous = softlabel.perturb(D, 0.4)
+    for gamma in (0.8, 1.4, 2.0, 2.8):
+        current = softlabel.perturb(D, gamma)
+        assert (entropy(current) < entropy(previous)).all()
+        assert (np.diag(current) > np.diag(previous)).all()   # the true class gains weight
+        previous = current
+
+
+@pytest.mark.parametrize("gamma", [0, -1.4])
+def test_perturb_refuses_non_positive_gamma(gamma):
+    with pytest.raises(InputError, match="gamma must be > 0"):
+        softlabel.perturb(np.eye(7), gamma)
+
+
+@pytest.mark.parametrize("D, message", [
+    (np.ones((7, 6)) / 6, "must be C x C"),
+    (np.full((7, 7), 1 / 6), "row 0 sums to 1.166667"),
+    (np.eye(7) * 2 - np.full((7, 7), 1 / 7), "row 0 has a negative entry"),
+])
+def test_validate_matrix_names_the_problem(D, message):
+    with pytest.raises(InputError, match=message):
+        softlabel.validate_matrix(D, "D.npy")
+
+
+def test_off_diagonal_rows_names_class_and_argmax():
+    D = np.eye(3) * 0.6 + 0.2
+    D[1] = [0.5, 0.3, 0.2]
+    assert softlabel.off_diagonal_rows(D) == [(1, 0)]
+
+
+def test_matrix_round_trips_through_npy_and_csv(tmp_path):
+    D = softlabel.perturb(softlabel.load_matrix(TABLE1), 1.4)
+    softlabel.save_matrix(D, str(tmp_path / "D"))
+    np.testing.assert_array_equal(softlabel.load_matrix(str(tmp_path / "D.npy")), D)
+    np.testing.assert_allclose(softlabel.load_matrix(str(tmp_path / "D.csv")), D, atol=1e-6)
+    assert (tmp_path / "D.csv").read_text().splitlines()[0] == "class,AN,DI,FE,HA,SA,SU,NE"
+
+
+def test_load_matrix_reports_file_and_line(tmp_path):
+    bad = tmp_path / "D.csv"
+    bad.write_text("class,AN,DI\nAN,0.5,x\n")
+    with pytest.raises(InputError, match=r"D.csv:2: expected numbers"):
+        softlabel.load_matrix(str(bad))
+
+
+def test_gamma_tag():
+    assert [softlabel.gamma_tag(g) for g in (1.4, 2, 2.0, 0.25, 0.6000000001)] == ["1.4", "2.0", "2.0", "0.25", "0.6"]
