@@ -12,6 +12,7 @@ soft-target loss (SoftmaxWithLoss casts labels to int), hence this layer.
     }
 """
 import json
+import sys
 
 import caffe
 import numpy as np
@@ -29,27 +30,31 @@ class SoftLabelKLLossLayer(caffe.Layer):
     """
 
     def setup(self, bottom, top):
-        params = json.loads(self.param_str) if self.param_str.strip() else {}
+        try:
+            params = json.loads(self.param_str) if self.param_str.strip() else {}
+        except ValueError as error:
+            raise _error("param_str is not JSON (%s): %r" % (error, self.param_str))
         if not isinstance(params, dict):
-            raise ValueError("SoftLabelKLLossLayer: param_str must be a JSON object, got %r" % self.param_str)
+            raise _error("param_str must be a JSON object, got %r" % self.param_str)
         unknown = sorted(set(params) - set(_PARAMS))
         if unknown:
-            raise ValueError("SoftLabelKLLossLayer: unknown param_str key(s) %s (known: %s)"
-                             % (", ".join(unknown), ", ".join(sorted(_PARAMS))))
+            raise _error("unknown param_str key(s) %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(_PARAMS))))
         self.form = params.get("form", "kl")
         if self.form not in _PARAMS["form"]:
-            raise ValueError("SoftLabelKLLossLayer: form must be one of %s, got %r" % (_PARAMS["form"], self.form))
-        self.tolerance = float(params.get("tolerance", 1e-3))
+            raise _error("form must be one of %s, got %r" % (_PARAMS["form"], self.form))
+        self.tolerance = params.get("tolerance", 1e-3)
+        if not isinstance(self.tolerance, (int, float)) or not 0 <= self.tolerance < 1:
+            raise _error("tolerance must be a number in [0, 1), got %r" % (self.tolerance,))
         if len(bottom) != 2:
-            raise ValueError("SoftLabelKLLossLayer: needs 2 bottoms (scores, soft targets), got %d" % len(bottom))
+            raise _error("needs 2 bottoms (scores, soft targets), got %d" % len(bottom))
         if len(top) != 1:
-            raise ValueError("SoftLabelKLLossLayer: needs 1 top (the loss), got %d" % len(top))
+            raise _error("needs 1 top (the loss), got %d" % len(top))
 
     def reshape(self, bottom, top):
         scores, targets = bottom[0].data.shape, bottom[1].data.shape
         if _flat_shape(scores) is None or _flat_shape(targets) is None or _flat_shape(scores) != _flat_shape(targets):
-            raise ValueError("SoftLabelKLLossLayer: scores %s and soft targets %s must both be N x C "
-                             "(or N x C x 1 x 1) with the same N and C" % (scores, targets))
+            raise _error("scores %s and soft targets %s must both be N x C "
+                         "(or N x C x 1 x 1) with the same N and C" % (scores, targets))
         top[0].reshape(1)
 
     def forward(self, bottom, top):
@@ -69,20 +74,33 @@ class SoftLabelKLLossLayer(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:
-            raise ValueError("SoftLabelKLLossLayer: cannot backpropagate to the soft targets")
+            raise _error("cannot backpropagate to the soft targets")
         if propagate_down[0]:
             bottom[0].diff[...] = (top[0].diff[0] * self.gradient).reshape(bottom[0].diff.shape)
 
     def _check_targets(self, targets):
+        bad = np.flatnonzero(~np.isfinite(targets).all(axis=1))
+        if bad.size:
+            raise _error("soft target of sample %d of the batch is not finite: %s" % (bad[0], targets[bad[0]]))
         negative = np.flatnonzero((targets < -self.tolerance).any(axis=1))
         if negative.size:
-            raise ValueError("SoftLabelKLLossLayer: soft target of sample %d has a negative entry %s"
-                             % (negative[0], targets[negative[0]].min()))
+            raise _error("soft target of sample %d of the batch has a negative entry %s"
+                         % (negative[0], targets[negative[0]].min()))
         sums = targets.sum(axis=1)
         off = np.flatnonzero(np.abs(sums - 1) > self.tolerance)
         if off.size:
-            raise ValueError("SoftLabelKLLossLayer: soft target of sample %d sums to %.6f, not 1 "
-                             "(tolerance %g)" % (off[0], sums[off[0]], self.tolerance))
+            raise _error("soft target of sample %d of the batch sums to %.6f, not 1 "
+                         "(tolerance %g)" % (off[0], sums[off[0]], self.tolerance))
+
+
+def _error(message):
+    """A ValueError naming this layer, also written to stderr: the `caffe` binary aborts on a Python
+    layer's exception without printing it (only "terminate called after throwing an instance of
+    'boost::python::error_already_set'"), so stderr is where its log gets the reason."""
+    message = "SoftLabelKLLossLayer: " + message
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    return ValueError(message)
 
 
 def _flat_shape(shape):
