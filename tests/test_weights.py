@@ -1,0 +1,135 @@
+"""VGG-Face initialisation: copy by layer name from a model built from a V1 deploy prototxt."""
+import caffe
+import numpy as np
+import pytest
+from caffe.proto import caffe_pb2
+
+from pycaffe_fer.config import load_config
+from pycaffe_fer.errors import InputError
+from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key, vector_datum
+from pycaffe_fer.templates import render_deploy, render_solver, render_train_val, write_prototxt
+from pycaffe_fer.weights import copy_weights, describe, model_blob_shapes
+from helpers import run_caffe
+
+SIZE, WIDTH, FC = 48, 0.125, 128
+VGG_FACE_PARAM_LAYERS = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
+                         "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3", "fc6", "fc7"]
+
+
+def vgg_face_v1_prototxt(width, fc_width, size, fc8=2622):
+    """VGG_FACE_deploy.prototxt as Oxford ships it (V1: `layers`, enum types, input_dim), scaled down."""
+    def layer(name, kind, bottom, top, body=""):
+        return 'layers {\n  bottom: "%s"\n  top: "%s"\n  name: "%s"\n  type: %s\n%s}\n' % (bottom, top, name, kind, body)
+    text = 'name: "VGG_FACE_16_layers"\ninput: "data"\n' + "".join("input_dim: %d\n" % d for d in (1, 3, size, size))
+    bottom = "data"
+    for group, (channels, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], 1):
+        for index in range(1, convs + 1):
+            name = "%d_%d" % (group, index)
+            text += layer("conv" + name, "CONVOLUTION", bottom, "conv" + name, "  convolution_param {\n"
+                          "    num_output: %d\n    pad: 1\n    kernel_size: 3\n  }\n" % int(channels * width))
+            text += layer("relu" + name, "RELU", "conv" + name, "conv" + name)
+            bottom = "conv" + name
+        text += layer("pool%d" % group, "POOLING", bottom, "pool%d" % group,
+                      "  pooling_param {\n    pool: MAX\n    kernel_size: 2\n    stride: 2\n  }\n")
+        bottom = "pool%d" % group
+    for fc, outputs in (("6", fc_width), ("7", fc_width), ("8", fc8)):
+        text += layer("fc" + fc, "INNER_PRODUCT", bottom, "fc" + fc,
+                      "  inner_product_param {\n    num_output: %d\n  }\n" % outputs)
+        bottom = "fc" + fc
+        if fc != "8":
+            text += layer("relu" + fc, "RELU", bottom, bottom)
+            text += layer("drop" + fc, "DROPOUT", bottom, bottom, "  dropout_param {\n    dropout_ratio: 0.5\n  }\n")
+    return text + layer("prob", "SOFTMAX", "fc8", "prob")
+
+
+def to_v1_model(model, v1_model):
+    """Rewrite a caffemodel as the V1 format VGG_FACE.caffemodel uses: `layers`, 4-D legacy blob dims."""
+    source = caffe_pb2.NetParameter()
+    with open(model, "rb") as handle:
+        source.ParseFromString(handle.read())
+    old = caffe_pb2.NetParameter(name=source.name)
+    for layer in source.layer:
+        v1 = old.layers.add(name=layer.name, bottom=layer.bottom, top=layer.top)
+        for blob in layer.blobs:
+            dims = [1] * (4 - len(blob.shape.dim)) + list(blob.shape.dim)
+            v1.blobs.add(num=dims[0], channels=dims[1], height=dims[2], width=dims[3], data=blob.data)
+    with open(v1_model, "wb") as handle:
+        handle.write(old.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def vgg_face(tmp_path_factory):
+    """A VGG-Face-named model at reduced width, made by Caffe from the V1 prototxt, with random weights."""
+    root = tmp_path_factory.mktemp("vggface")
+    (root / "VGG_FACE_deploy.prototxt").write_text(vgg_face_v1_prototxt(WIDTH, FC, SIZE))
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(root / "VGG_FACE_deploy.prototxt"), caffe.TEST)   # Caffe upgrades V1 on load
+    rng = np.random.RandomState(0)
+    for weight, bias in net.params.values():   # He-scaled, so a forward pass stays finite
+        weight.data[...] = rng.randn(*weight.data.shape) * np.sqrt(2.0 / np.prod(weight.data.shape[1:]))
+        bias.data[...] = rng.randn(*bias.data.shape) * 0.1
+    net.save(str(root / "VGG_FACE.caffemodel"))
+    to_v1_model(str(root / "VGG_FACE.caffemodel"), str(root / "VGG_FACE_v1.caffemodel"))
+    weights = {name: [blob.data.copy() for blob in blobs] for name, blobs in net.params.items()}
+    return root, weights
+
+
+def small_config(*overrides):
+    return load_config("fer2013", ["net.input_size=%d" % SIZE, "net.width=%g" % WIDTH,
+                                   "net.fc_width=%d" % FC] + list(overrides))
+
+
+@pytest.mark.parametrize("model", ["VGG_FACE.caffemodel", "VGG_FACE_v1.caffemodel"])
+def test_conv1_1_to_fc7_are_copied_and_the_classifier_is_not(vgg_face, tmp_path, model):
+    root, weights = vgg_face
+    assert list(model_blob_shapes(str(root / model))) == VGG_FACE_PARAM_LAYERS + ["fc8"]
+    deploy = write_prototxt(str(tmp_path / "deploy.prototxt"), render_deploy(small_config()), "net")
+    net = caffe.Net(deploy, caffe.TEST)
+    classifier = [blob.data.copy() for blob in net.params["fc8_expression"]]
+    report = copy_weights(net, str(root / model))
+    assert report.copied == VGG_FACE_PARAM_LAYERS
+    assert report.not_initialised == ["fc8_expression"] and report.ignored == ["fc8"]
+    assert describe(report).startswith("copied 15 layers (conv1_1, conv1_2,")
+    for name in VGG_FACE_PARAM_LAYERS:
+        for got, want in zip(net.params[name], weights[name]):
+            np.testing.assert_array_equal(got.data, want)
+    for got, before in zip(net.params["fc8_expression"], classifier):
+        np.testing.assert_array_equal(got.data, before)
+    assert net.params["fc8_expression"][0].data.shape == (7, FC)
+
+
+def test_a_shape_mismatch_is_an_input_error_not_an_abort(vgg_face, tmp_path):
+    root, _ = vgg_face
+    deploy = write_prototxt(str(tmp_path / "deploy.prototxt"), render_deploy(small_config("net.fc_width=64")), "net")
+    net = caffe.Net(deploy, caffe.TEST)
+    with pytest.raises(InputError, match=r"VGG_FACE.caffemodel: layer fc6 has weights of shape \[\(128, 256\), "
+                                         r"\(128,\)\] but the net's fc6 has \[\(64, 256\), \(64,\)\]"):
+        copy_weights(net, str(root / "VGG_FACE.caffemodel"))
+
+
+def test_a_file_that_is_not_a_model_is_an_input_error(vgg_face):
+    root, _ = vgg_face
+    with pytest.raises(InputError, match="VGG_FACE_deploy.prototxt: not a Caffe model"):
+        model_blob_shapes(str(root / "VGG_FACE_deploy.prototxt"))
+    with pytest.raises(InputError, match="missing.caffemodel: cannot read the weights"):
+        model_blob_shapes(str(root / "missing.caffemodel"))
+
+
+def test_caffe_train_takes_the_v1_model_as_weights(vgg_face, tmp_path, caffe_bin):
+    root, _ = vgg_face
+    config = small_config("net.batch_size=4", "net.input_scale=0.0078125", "solver.max_iter=2", "solver.display=1")
+    with LMDBWriter(str(tmp_path / "img")) as img, LMDBWriter(str(tmp_path / "soft")) as soft:
+        for i in range(8):
+            img.put(record_key(i, "r"), image_datum(np.full((SIZE, SIZE, 3), 30 * (i % 7), np.uint8), i % 7))
+            soft.put(record_key(i, "r"), vector_datum(np.eye(7)[i % 7]))
+    net = write_prototxt(str(tmp_path / "train_val.prototxt"), render_train_val(
+        config, "soft", str(tmp_path / "img"), None, str(tmp_path / "soft")), "net")
+    solver = write_prototxt(str(tmp_path / "solver.prototxt"),
+                            render_solver(config, net, str(tmp_path / "snap"), None), "solver")
+    code, log = run_caffe(caffe_bin, ["train", "-solver", solver, "-weights", str(root / "VGG_FACE_v1.caffemodel")],
+                          cwd=str(tmp_path))
+    assert code == 0, log[-2000:]
+    assert "deprecated V1LayerParameter: %s" % (root / "VGG_FACE_v1.caffemodel") in log   # upgraded on load
+    assert "Ignoring source layer fc8\n" in log and "Optimization Done" in log
+    assert not [name for name in VGG_FACE_PARAM_LAYERS if "Ignoring source layer %s\n" % name in log]
+    assert "nan" not in log
