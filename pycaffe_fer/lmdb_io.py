@@ -1,6 +1,12 @@
 """Caffe Datum LMDBs: image records (uint8 C x H x W, BGR, int label) and soft-label records
 (float_data of length C, shape C x 1 x 1), written atomically and read back in key order.
+
+Each LMDB built by pycaffe_fer carries ``manifest.json`` inside its directory (Caffe reads only
+``data.mdb``): where the records came from, their count and the hash of their key order, which is
+equal for two LMDBs exactly when their records align one to one.
 """
+import hashlib
+import json
 import os
 
 import lmdb
@@ -13,6 +19,7 @@ from .atomic import atomic_path
 MAP_SIZE = 1 << 40
 # Records per write transaction: large enough to amortise commits, small enough to keep memory flat.
 COMMIT_EVERY = 1000
+MANIFEST_NAME = "manifest.json"
 
 
 def record_key(index, source_key):
@@ -73,41 +80,106 @@ def lmdb_count(path):
         env.close()
 
 
+def lmdb_keys(path):
+    """Yield the keys of an LMDB in order, without reading the records."""
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                yield key
+    finally:
+        env.close()
+
+
+def read_labels(path):
+    """The int labels of an image LMDB's records, in key order (the order a Data layer reads them)."""
+    return np.array([datum.label for _, datum in read_lmdb(path)], dtype=np.int64)
+
+
+class KeyOrder:
+    """SHA-256 of keys in order: two LMDBs with the same one read record by record in step."""
+
+    def __init__(self):
+        self._digest = hashlib.sha256()
+
+    def add(self, key):
+        self._digest.update(key + b"\n")
+
+    def hexdigest(self):
+        return self._digest.hexdigest()
+
+
+def key_order_hash(path):
+    """The key order hash of the LMDB at ``path``, recomputed from its keys."""
+    order = KeyOrder()
+    for key in lmdb_keys(path):
+        order.add(key)
+    return order.hexdigest()
+
+
+def manifest_path(lmdb_path):
+    return os.path.join(lmdb_path, MANIFEST_NAME)
+
+
+def read_manifest(lmdb_path):
+    """The manifest dict of an LMDB built by pycaffe_fer."""
+    with open(manifest_path(lmdb_path)) as handle:
+        return json.load(handle)
+
+
 class LMDBWriter:
     """Write (key, serialized Datum) records into a temporary sibling of ``path``; rename on success.
 
     ``with LMDBWriter(path, force=False) as writer: writer.put(key, value)``. Without ``force`` an
-    existing ``path`` is refused before anything is written; a failure leaves nothing behind.
+    existing ``path`` is refused before anything is written; a failure leaves nothing behind. A dict
+    assigned to ``writer.manifest`` is written, with ``count`` and ``key_order_sha256`` added, as
+    the LMDB's manifest.json.
     """
 
     def __init__(self, path, force=False):
         self.path = path
         self.force = force
         self.count = 0
+        self.manifest = None
+        self._key_order = KeyOrder()
 
     def __enter__(self):
         if not self.force and os.path.lexists(self.path):
             raise FileExistsError("%s already exists (pass --force to replace it)" % self.path)
         self._atomic = atomic_path(self.path, is_dir=True, replace=self.force)
-        tmp = self._atomic.__enter__()
-        self._env = lmdb.open(tmp, map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)
+        self._tmp = self._atomic.__enter__()
+        self._env = lmdb.open(self._tmp, map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)
         self._txn = self._env.begin(write=True)
         return self
 
     def put(self, key, value):
         self._txn.put(key, value)
+        self._key_order.add(key)
         self.count += 1
         if self.count % COMMIT_EVERY == 0:
             self._txn.commit()
             self._txn = self._env.begin(write=True)
 
-    def __exit__(self, exc_type, exc, tb):
+    def _finish(self):
         try:
-            if exc_type is None:
-                self._txn.commit()
-                self._env.sync()
-            else:
-                self._txn.abort()
+            self._txn.commit()
+            self._env.sync()
         finally:
+            self._env.close()
+        if self.manifest is not None:
+            manifest = dict(self.manifest, count=self.count, key_order_sha256=self._key_order.hexdigest())
+            with open(os.path.join(self._tmp, MANIFEST_NAME), "w") as handle:
+                json.dump(manifest, handle, indent=1, sort_keys=True)
+                handle.write("\n")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as error:
+                self._atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary copy
+                raise
+        else:
+            self._txn.abort()
             self._env.close()
         return self._atomic.__exit__(exc_type, exc, tb)

@@ -1,0 +1,219 @@
+"""Build a Caffe image LMDB, and its soft-label LMDBs in the same key order, from a Dataset.
+
+Records are shuffled once (Caffe's Data layer never shuffles) and keyed ``%08d_<source key>``.
+Worker processes decode, mirror, resize and serialize; the parent writes in key order, holding at
+most two windows of records in memory, so memory stays flat whatever the dataset size. Every LMDB
+is built in a temporary sibling and renamed when complete, with its manifest.json inside.
+"""
+import collections
+import contextlib
+import functools
+import hashlib
+import itertools
+import multiprocessing
+import os
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .classes import CLASSES, NUM_CLASSES
+from .datasets.base import file_md5
+from .errors import InputError
+from .lmdb_io import LMDBWriter, image_datum, read_manifest, record_key, vector_datum
+from .softlabel import gamma_tag, perturb, validate_matrix
+
+# Records per task sent to a worker, and per window of tasks in flight (two windows at most).
+CHUNK = 16
+WINDOW = 512
+# How many skipped-record messages a manifest keeps (the count is always complete).
+SKIPPED_EXAMPLES = 20
+
+
+def soft_lmdb_path(out, gamma):
+    """Where the soft-label LMDB of perturbation factor ``gamma`` goes: ``<out>_soft_g<gamma>``."""
+    return "%s_soft_g%s" % (out, gamma_tag(gamma))
+
+
+def vector_lmdb_path(out):
+    """Where per-image soft labels (FER+ votes) go: ``<out>_soft``."""
+    return out + "_soft"
+
+
+def load_soft_matrix(path):
+    """A C x C soft-label matrix D (row j = class j) from .npy, or from .csv/.txt (comma or space separated)."""
+    try:
+        if path.lower().endswith(".npy"):
+            matrix = np.load(path, allow_pickle=False)
+        else:
+            with open(path) as handle:
+                matrix = np.loadtxt(handle.read().replace(",", " ").splitlines(), ndmin=2)
+    except (OSError, ValueError) as error:
+        raise InputError("%s: cannot read a soft-label matrix (%s)" % (path, error))
+    return validate_matrix(matrix, path, NUM_CLASSES)
+
+
+def fit(image, size):
+    """``image`` resized to size x size: area averaging when shrinking (no aliasing), bilinear when
+    enlarging (as Caffe's convert_imageset does)."""
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return image
+    shrinking = height * width > size * size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def encode(sample, size, gray):
+    """(serialized image Datum, MD5 of the source bytes), or (None, message) for a bad image."""
+    try:
+        image, digest = sample.image.load(gray)
+    except InputError as error:
+        return None, str(error)
+    if sample.mirror:
+        image = cv2.flip(image, 1)
+    return image_datum(fit(image, size), sample.label), digest
+
+
+def single_threaded_opencv():
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+
+
+def ordered_map(pool, func, items, window=WINDOW, chunk=CHUNK):
+    """``func`` over ``items`` in order on ``pool``, at most two windows of results in flight.
+
+    A plain ``imap`` over everything would queue results without bound whenever the writer is the
+    slower side; here window k+1 is computed while window k is written.
+    """
+    items = iter(items)
+    pending = collections.deque()
+    while True:
+        block = list(itertools.islice(items, window))
+        if block:
+            pending.append(pool.imap(func, block, chunk))
+        if not pending:
+            return
+        if len(pending) == 2 or not block:
+            for result in pending.popleft():
+                yield result
+
+
+def default_workers():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _record_of_label(records):
+    return lambda sample: records[sample.label]
+
+
+def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
+    """[(LMDB path, manifest fields, per-sample record function)] of the soft-label LMDBs to write."""
+    gammas = list(gammas)
+    for gamma in gammas:
+        if not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise InputError("--gamma %s: the perturbation factor must be > 0" % (gamma,))
+    if gammas and soft_matrix is None:
+        raise InputError("--gamma needs a soft-label matrix (--softlabels D.npy)")
+    plan = []
+    if soft_matrix is not None:
+        if not gammas:
+            raise InputError("--softlabels needs at least one --gamma")
+        matrix_file = None
+        if isinstance(soft_matrix, str):
+            matrix_file = {"path": os.path.abspath(soft_matrix), "md5": file_md5(soft_matrix)}
+            soft_matrix = load_soft_matrix(soft_matrix)
+        matrix = validate_matrix(soft_matrix, "soft-label matrix", NUM_CLASSES)
+        for gamma in gammas:
+            rows = perturb(matrix, gamma)  # eq. 4
+            records = [vector_datum(rows[label], label) for label in range(NUM_CLASSES)]
+            fields = {"gamma": float(gamma), "matrix": matrix.tolist(), "matrix_file": matrix_file,
+                      "soft_labels": rows.tolist()}
+            plan.append((soft_lmdb_path(out, gamma), fields, _record_of_label(records)))
+    if soft_vectors is None:
+        soft_vectors = dataset.has_soft()
+    if soft_vectors:
+        if not dataset.has_soft():
+            raise InputError("%s: format %s has no per-image soft labels" % (dataset.source, dataset.format))
+        plan.append((vector_lmdb_path(out), {"per_image": "the source's distribution over the classes"},
+                     lambda sample: vector_datum(sample.soft, sample.label)))
+    return plan
+
+
+def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, skip_bad=False,
+                     soft_matrix=None, gammas=(), soft_vectors=None, workers=None, progress=True):
+    """Write ``dataset`` (from ``pycaffe_fer.datasets.open_dataset``) to the image LMDB ``out``.
+
+    Images become size x size, 3-channel BGR (gray ones replicated) or 1-channel with ``gray``,
+    labels canonical; records are shuffled with ``seed``. With ``soft_matrix`` (a C x C array or a
+    .npy/.csv path) and ``gammas``, one soft-label LMDB per gamma at ``<out>_soft_g<gamma>`` holds
+    row y of D perturbed by eq. 4 for each record of label y; per-image soft labels (FER+) go to
+    ``<out>_soft`` (``soft_vectors``: None = when the dataset has them). ``skip_bad`` skips and
+    counts unreadable or truncated images instead of stopping. Returns the image LMDB's manifest.
+    """
+    out = os.path.normpath(out)
+    size = int(size)
+    if size < 1:
+        raise InputError("--size %d: must be at least 1" % size)
+    soft = _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset)
+    targets = [out] + [path for path, _, _ in soft]
+    existing = [path for path in targets if os.path.lexists(path)]
+    if existing and not force:
+        raise InputError("%s already exists (pass --force to replace it)" % existing[0])
+    if not len(dataset):
+        raise InputError("%s: split %s has no records" % (dataset.source, dataset.split))
+    samples = [dataset.samples[i] for i in np.random.RandomState(seed).permutation(len(dataset))]
+    workers = workers or default_workers()
+    task = functools.partial(encode, size=size, gray=gray)
+
+    skipped = []
+    per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
+    content = hashlib.md5()
+    pool = multiprocessing.Pool(workers, initializer=single_threaded_opencv) if workers > 1 else None
+    try:
+        with contextlib.ExitStack() as stack:
+            image_writer = stack.enter_context(LMDBWriter(out, force))
+            soft_writers = [stack.enter_context(LMDBWriter(path, force)) for path, _, _ in soft]
+            results = ordered_map(pool, task, samples) if pool else map(task, samples)
+            bar = stack.enter_context(tqdm(total=len(samples), unit="img", desc=os.path.basename(out),
+                                           disable=not progress, mininterval=0.5))
+            for sample, (datum, info) in zip(samples, results):
+                bar.update()
+                if datum is None:
+                    if not skip_bad:
+                        raise InputError(info)
+                    skipped.append(info)
+                    continue
+                key = record_key(image_writer.count, sample.key)
+                image_writer.put(key, datum)
+                for writer, (_, _, record) in zip(soft_writers, soft):
+                    writer.put(key, record(sample))
+                per_class[sample.label] += 1
+                content.update(key + b" " + info.encode("ascii") + b"\n")
+            if not image_writer.count:
+                raise InputError("%s: every record of split %s was bad (%d skipped)"
+                                 % (dataset.source, dataset.split, len(skipped)))
+            all_skipped = dataset.skipped + skipped
+            image_writer.manifest = {
+                "kind": "image",
+                "source": dataset.source,
+                "format": dataset.format,
+                "split": dataset.split,
+                "source_files": dataset.source_files,
+                "notes": dataset.notes,
+                "classes": list(CLASSES),
+                "per_class": {name: int(n) for name, n in zip(CLASSES, per_class)},
+                "shape": [1 if gray else 3, size, size],
+                "channel_order": "gray" if gray else "BGR",
+                "seed": seed,
+                "skipped_bad": len(all_skipped),
+                "skipped_examples": all_skipped[:SKIPPED_EXAMPLES],
+                "excluded": dataset.excluded,
+                "content_md5": content.hexdigest(),
+                "soft_label_lmdbs": [os.path.abspath(path) for path, _, _ in soft],
+            }
+            for writer, (_, fields, _) in zip(soft_writers, soft):
+                writer.manifest = dict(fields, kind="soft", image_lmdb=os.path.abspath(out),
+                                       split=dataset.split, seed=seed)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return read_manifest(out)
