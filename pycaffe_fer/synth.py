@@ -1,0 +1,374 @@
+"""The embedded synthetic expression set: parametric faces drawn with OpenCV, each a known mixture
+of the seven expressions, written in the layouts of the real datasets.
+
+An image's expression parameters (brow height and tilt, eye openness, mouth curve, openness and
+width, nose wrinkle) are the mixture-weighted average of the classes' prototypes plus individual
+variation; its label is the mixture's dominant class. The minor weights go mostly to the classes
+real data confuses (fear with surprise and sadness, disgust with anger, sadness with neutral), so
+the classes overlap the way real ones do, and the mean mixture of each class is the true soft-label
+matrix (``true_soft_labels``) against which a constructed D can be compared. Identity (face shape,
+skin tone, hair) and nuisances (pose, lighting, noise, blur, occlusion, glasses) vary per image but
+leave the expression features (mouth, brows, eyes) visible at 48 x 48.
+
+Deterministic: every image is drawn from its own generator seeded by (seed, layout, split, index),
+so the same seed gives the same bytes.
+"""
+import contextlib
+import csv
+import multiprocessing
+import os
+
+import cv2
+import numpy as np
+
+from .atomic import atomic_path
+from .classes import CLASSES, NUM_CLASSES
+from .datasets.fer2013 import USAGE_OF_SPLIT, row_key
+from .datasets.raf import RAF_TO_CANONICAL
+from .lmdb_build import default_workers, single_threaded_opencv
+from .softlabel import construct
+
+# Expression parameters, each in [-1, 1] (signed) or [0, 1].
+PARAMETERS = ("brow_raise", "brow_tilt", "eye_open", "mouth_curve", "mouth_open", "mouth_width", "wrinkle")
+# One prototype per canonical class. brow_tilt > 0 raises the inner ends of the brows (sadness, fear),
+# < 0 lowers them into a V (anger); mouth_curve > 0 lifts the corners (smile), < 0 drops them.
+PROTOTYPES = np.array([
+    # raise  tilt  eye   curve  open  width  wrinkle
+    [-0.9, -1.0, 0.60, -0.45, 0.10, 0.45, 0.35],   # AN
+    [-0.5, -0.5, 0.20, -0.65, 0.25, 0.60, 1.00],   # DI
+    [0.80, 0.80, 1.00, -0.35, 0.55, 0.90, 0.00],   # FE
+    [0.10, 0.00, 0.35, 1.00, 0.45, 1.00, 0.00],    # HA
+    [0.00, 0.90, 0.35, -0.80, 0.00, 0.55, 0.00],   # SA
+    [1.00, 0.10, 1.00, 0.00, 1.00, 0.30, 0.00],    # SU
+    [0.00, 0.00, 0.60, 0.00, 0.00, 0.60, 0.00],    # NE
+])
+# Where each class's minor mixture weights go (row: dominant class; the diagonal is unused).
+AFFINITY = np.array([
+    # AN    DI    FE    HA    SA    SU    NE
+    [0.00, 0.45, 0.10, 0.03, 0.17, 0.05, 0.20],    # AN: disgust
+    [0.60, 0.00, 0.10, 0.02, 0.15, 0.03, 0.10],    # DI: anger
+    [0.07, 0.03, 0.00, 0.03, 0.35, 0.42, 0.10],    # FE: surprise and sadness
+    [0.05, 0.02, 0.05, 0.00, 0.05, 0.30, 0.53],    # HA
+    [0.12, 0.05, 0.18, 0.03, 0.00, 0.02, 0.60],    # SA: neutral
+    [0.03, 0.02, 0.55, 0.20, 0.03, 0.00, 0.17],    # SU: fear
+    [0.13, 0.02, 0.07, 0.13, 0.55, 0.10, 0.00],    # NE: sadness
+])
+# Class frequencies: FER-2013's imbalance, with disgust less rare so a small set still holds some.
+CLASS_PRIOR = np.array([0.13, 0.05, 0.13, 0.23, 0.16, 0.11, 0.19])
+DOMINANT_WEIGHT = (0.42, 0.9)   # range of the dominant class's weight (kept the largest)
+INDIVIDUAL_SD = 0.08            # per-parameter variation between faces of one mixture
+CANVAS = 192                    # faces are drawn at this size, then area-resized
+
+LAYOUTS = ("fer2013", "ferplus", "raf", "sfew")
+# Stable numbers for seeding each (layout, split) stream.
+_STREAMS = {("fer2013", "train"): 1, ("fer2013", "val"): 2, ("fer2013", "test"): 3,
+            ("raf", "train"): 4, ("raf", "test"): 5, ("sfew", "train"): 6, ("sfew", "val"): 7}
+SFEW_FOLDERS = {0: "Angry", 1: "Disgust", 2: "Fear", 3: "Happy", 4: "Sad", 5: "Surprise", 6: "Neutral"}
+# FER+ vote columns after Usage and Image name: (canonical label or None, name).
+FERPLUS_COLUMNS = ((6, "neutral"), (3, "happiness"), (5, "surprise"), (4, "sadness"), (0, "anger"),
+                   (1, "disgust"), (2, "fear"), (None, "contempt"), (None, "unknown"))
+FERPLUS_NON_FACE = 0.01         # fraction of FER+ rows marked "not a face" (NF = 10)
+
+
+def class_counts(n):
+    """Images per class among n: CLASS_PRIOR by largest remainders, every class at least once when n >= 7."""
+    exact = CLASS_PRIOR * n
+    counts = np.floor(exact).astype(int)
+    if n >= NUM_CLASSES:
+        counts = np.maximum(counts, 1)
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    i = 0
+    while counts.sum() < n:
+        counts[order[i % NUM_CLASSES]] += 1
+        i += 1
+    while counts.sum() > n:
+        counts[np.argmax(counts)] -= 1
+    return counts
+
+
+def sample_mixture(rng, label):
+    """Seven weights summing to 1 whose largest is ``label``'s; the rest follow AFFINITY[label]."""
+    others = [k for k in range(NUM_CLASSES) if k != label]
+    weights = np.zeros(NUM_CLASSES)
+    weights[label] = rng.uniform(*DOMINANT_WEIGHT)
+    while True:  # redraw the minor weights until none outweighs the dominant one
+        weights[others] = (1 - weights[label]) * rng.dirichlet(0.2 + 4 * AFFINITY[label, others])
+        if weights[others].max() < weights[label]:
+            return weights
+
+
+def expression_of(rng, mixture):
+    """The parameters of a face showing ``mixture``, with individual variation."""
+    params = mixture.dot(PROTOTYPES) + rng.normal(0, INDIVIDUAL_SD, len(PARAMETERS))
+    low = np.array([-1, -1, 0, -1, 0, 0, 0])
+    return np.clip(params, low, 1)
+
+
+def _points(values):
+    return np.round(np.asarray(values) * 16).astype(np.int32)  # cv2 drawing with shift=4: 1/16 px
+
+
+_T = np.linspace(0, 1, 16)[:, None]
+
+
+def _curve(start, middle, end):
+    """16 points of the quadratic curve from ``start`` through ``middle`` (at t = 0.5) to ``end``."""
+    start, middle, end = (np.asarray(p, dtype=np.float64) for p in (start, middle, end))
+    control = 2 * middle - (start + end) / 2
+    return (1 - _T) ** 2 * start + 2 * _T * (1 - _T) * control + _T ** 2 * end
+
+
+def _ellipse(img, center, axes, colour, thickness=-1, angle=0.0):
+    cv2.ellipse(img, tuple(_points(center)), tuple(_points(axes)), angle, 0, 360, colour, thickness,
+                cv2.LINE_AA, 4)
+
+
+def _polyline(img, points, colour, thickness, closed=False):
+    cv2.polylines(img, [_points(points)], closed, colour, max(1, int(round(thickness))), cv2.LINE_AA, 4)
+
+
+def _shade(colour, factor):
+    return tuple(min(255.0, max(0.0, c * factor)) for c in colour)
+
+
+def draw_face(rng, expression):
+    """A CANVAS x CANVAS BGR uint8 face with ``expression``, identity and nuisances drawn from ``rng``."""
+    raise_, tilt, eye_open, curve, mouth_open, mouth_width, wrinkle = expression
+    c = CANVAS / 2.0
+    lightness = rng.uniform(90, 225)
+    skin = tuple(lightness * np.array([rng.uniform(0.65, 0.85), rng.uniform(0.8, 0.92), 1.0]))
+    hair = tuple(rng.uniform(15, 110) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.6)]))
+    background = rng.uniform(40, 200, 3)
+    img = np.empty((CANVAS, CANVAS, 3), np.uint8)
+    img[:] = background
+    # Background clutter: a few soft blobs.
+    for _ in range(rng.integers(0, 3)):
+        _ellipse(img, rng.uniform(0, CANVAS, 2), rng.uniform(10, 50, 2), tuple(rng.uniform(40, 200, 3)))
+    face_w, face_h = rng.uniform(70, 82), rng.uniform(86, 98)
+    face_y = c + 8 + rng.uniform(-4, 4)
+    _ellipse(img, (c, face_y - face_h * 0.35), (face_w + rng.uniform(4, 14), face_h * 0.8), hair)  # hair
+    _ellipse(img, (c, face_y), (face_w, face_h), skin)
+    dark = _shade(skin, 0.35)
+    brow = tuple(min(h, d) for h, d in zip(hair, dark))  # darker than the skin even for fair hair
+    eye_dx, eye_y, eye_w = rng.uniform(30, 36), face_y - rng.uniform(22, 28), rng.uniform(15, 19)
+    brow_thickness = rng.uniform(10, 13)
+    for side in (-1, 1):
+        x = c + side * eye_dx
+        eye_h = 2 + 12 * eye_open
+        _ellipse(img, (x, eye_y), (eye_w, eye_h), (235, 235, 235))
+        _ellipse(img, (x + rng.uniform(-2, 2), eye_y), (7, min(7, eye_h)), _shade(hair, 0.6))
+        lid = _curve((x - eye_w, eye_y), (x, eye_y - eye_h), (x + eye_w, eye_y))
+        _polyline(img, lid, dark, 3)
+        # Brow: raised by brow_raise, inner end lifted (tilt > 0) or lowered into a V (tilt < 0).
+        base = eye_y - 21 - 13 * raise_
+        inner = (x - side * eye_w * 0.7, base - 14 * tilt)
+        outer = (x + side * eye_w * 1.2, base + 4 * tilt)
+        _polyline(img, _curve(inner, ((inner[0] + outer[0]) / 2, (inner[1] + outer[1]) / 2 - 3), outer),
+                  brow, brow_thickness)
+    # Nose, and the disgust/anger wrinkles across its bridge and beside it.
+    nose_y = face_y + rng.uniform(8, 14)
+    _polyline(img, [(c, eye_y + 4), (c + 3, nose_y)], _shade(skin, 0.8), 3)
+    for side in (-1, 1):
+        _ellipse(img, (c + side * 7, nose_y + 2), (4, 2.5), _shade(skin, 0.55))
+    if wrinkle > 0.05:
+        crease = _shade(skin, 1 - 0.65 * wrinkle)
+        for dy in (-6, 0, 6):
+            _polyline(img, [(c - 9, eye_y + dy), (c, eye_y + dy - 3), (c + 9, eye_y + dy)], crease, 3.5)
+    # Mouth: corners lifted by mouth_curve, opening mouth_open, half-width from mouth_width.
+    mouth_y = face_y + rng.uniform(42, 50)
+    half_w = 15 + 21 * mouth_width
+    corner_y = mouth_y - 18 * curve
+    gap = 30 * mouth_open
+    lift = 4 * max(curve, 0)
+    left, right = (c - half_w, corner_y), (c + half_w, corner_y)
+    upper = _curve(left, (c, mouth_y - 0.3 * gap + lift), right)
+    lower = _curve(left, (c, mouth_y + 0.7 * gap + lift + 1.5), right)
+    if wrinkle > 0.05 or curve > 0.3:
+        fold = _shade(skin, 1 - 0.4 * max(wrinkle, curve - 0.3))
+        for side in (-1, 1):
+            _polyline(img, _curve((c + side * 12, nose_y), (c + side * (half_w + 2), (nose_y + corner_y) / 2),
+                                  (c + side * (half_w + 3), corner_y + 2)), fold, 2.5)
+    lips = (skin[0] * 0.4, skin[1] * 0.35, skin[2] * 0.6)
+    if gap > 2:
+        cv2.fillPoly(img, [_points(np.vstack([upper, lower[::-1]]))], (25, 20, 30), cv2.LINE_AA, 4)
+        if curve > 0.3:  # teeth of an open smile
+            _polyline(img, upper + [0, min(4, gap * 0.2)], (225, 225, 225), min(7, gap * 0.35))
+    _polyline(img, upper, lips, 7)
+    _polyline(img, lower, lips, 7)
+    # Glasses and an occluder (a hand, a microphone, a scarf): sometimes.
+    if rng.random() < 0.1:
+        frame = tuple(rng.uniform(0, 80, 3))
+        for side in (-1, 1):
+            _ellipse(img, (c + side * eye_dx, eye_y), (eye_w + 8, 15), frame, 2)
+        _polyline(img, [(c - eye_dx + eye_w + 8, eye_y), (c + eye_dx - eye_w - 8, eye_y)], frame, 2)
+    if rng.random() < 0.1:
+        _ellipse(img, (rng.uniform(20, CANVAS - 20), rng.uniform(110, CANVAS)), rng.uniform(14, 26, 2),
+                 tuple(rng.uniform(30, 230, 3)), angle=rng.uniform(0, 180))
+    return img
+
+
+def render(rng, mixture, size, gray):
+    """A size x size face (gray H x W, or BGR H x W x 3) showing ``mixture``, with pose jitter,
+    blur, lighting and sensor noise (the last three applied at the output size, where they are cheap)."""
+    img = draw_face(rng, expression_of(rng, mixture))
+    if gray:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    c = CANVAS / 2.0
+    matrix = cv2.getRotationMatrix2D((c, c), rng.uniform(-8, 8), rng.uniform(0.93, 1.07))
+    matrix[:, 2] += rng.uniform(-6, 6, 2)
+    img = cv2.warpAffine(img, matrix, (CANVAS, CANVAS), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.25, 0.6) * size / 48.0)
+    angle = rng.uniform(0, 2 * np.pi)
+    axis = np.arange(size) - size / 2.0
+    ramp = (np.cos(angle) * axis[None, :] + np.sin(angle) * axis[:, None]) / (size / 2.0)
+    gain = rng.uniform(0.85, 1.1) * (1 + rng.uniform(0, 0.25) * ramp)
+    out = img.astype(np.float32) * (gain if gray else gain[:, :, None]) + rng.uniform(-10, 10)
+    out += rng.normal(0, rng.uniform(2, 6), out.shape).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _draw(task):
+    """(mixture, image) of one image of a stream, from its own generator."""
+    seed, stream, index, label, size, gray = task
+    rng = np.random.default_rng([seed, stream, index])
+    mixture = sample_mixture(rng, label)
+    return mixture, render(rng, mixture, size, gray)
+
+
+def draw_split(seed, layout, split, n, size, gray, pool=None):
+    """Yield (index, label, mixture, image) for the n images of a (layout, split) stream, in order."""
+    stream = _STREAMS[layout, split]
+    labels = np.random.default_rng([seed, stream]).permutation(np.repeat(np.arange(NUM_CLASSES), class_counts(n)))
+    tasks = [(seed, stream, index, int(label), size, gray) for index, label in enumerate(labels)]
+    results = pool.imap(_draw, tasks, 32) if pool else map(_draw, tasks)
+    for task, (mixture, image) in zip(tasks, results):
+        yield task[2], task[3], mixture, image
+
+
+def true_soft_labels(mixtures, labels):
+    """The true soft-label matrix: row j is the mean mixture of the images of class j (rows sum to 1).
+
+    The same fusion as the constructor's eqs. 2-3, applied to the known mixtures instead of predictions.
+    """
+    return construct(mixtures, labels, NUM_CLASSES)
+
+
+def read_mixtures(path):
+    """(keys, N x 7 mixtures) of a ``*_mixtures.csv`` written here."""
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return [row[0] for row in rows[1:]], np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+
+
+def _write_mixtures(path, keys, mixtures):
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("key",) + CLASSES)
+        for key, mixture in zip(keys, mixtures):
+            writer.writerow([key] + ["%.6f" % w for w in mixture])
+
+
+def write_fer2013(out, seed, sizes, pool=None):
+    """fer2013.csv in the FER-2013 format (Training, then PublicTest, then PrivateTest rows) and
+    fer2013_mixtures.csv; returns the Usage and the mixture of each row."""
+    keys, usages, mixtures = [], [], []
+    with atomic_path(os.path.join(out, "fer2013.csv")) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("emotion", "pixels", "Usage"))
+        for split in ("train", "val", "test"):
+            for _, label, mixture, image in draw_split(seed, "fer2013", split, sizes[split], 48, True, pool):
+                pixels = " ".join(map(str, image.ravel().tolist()))
+                handle.write('%d,"%s",%s\n' % (label, pixels, USAGE_OF_SPLIT[split]))
+                keys.append(row_key(len(keys)))
+                usages.append(USAGE_OF_SPLIT[split])
+                mixtures.append(mixture)
+    _write_mixtures(os.path.join(out, "fer2013_mixtures.csv"), keys, mixtures)
+    return usages, mixtures
+
+
+def write_ferplus(out, seed, usages, fer_mixtures):
+    """fer2013new.csv: ten crowd votes per fer2013.csv row, drawn from the row's mixture (a few
+    votes for contempt/unknown, and some rows marked not-a-face)."""
+    rng = np.random.default_rng([seed, 8])
+    with atomic_path(os.path.join(out, "fer2013new.csv")) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("Usage", "Image name") + tuple(name for _, name in FERPLUS_COLUMNS) + ("NF",))
+        for index, (usage, mixture) in enumerate(zip(usages, fer_mixtures)):
+            if rng.random() < FERPLUS_NON_FACE:
+                writer.writerow([usage, ""] + [0] * len(FERPLUS_COLUMNS) + [10])
+                continue
+            probs = np.array([0.92 * mixture[label] if label is not None else 0.04 for label, _ in FERPLUS_COLUMNS])
+            votes = rng.multinomial(10, probs / probs.sum())
+            writer.writerow([usage, row_key(index) + ".png"] + votes.tolist() + [0])
+
+
+def write_raf(out, seed, sizes, pool=None):
+    """raf/basic/: EmoLabel/list_patition_label.txt, Image/aligned/*_aligned.jpg (100 x 100) and
+    Image/original/*.jpg (128 x 128); raf_mixtures.csv."""
+    canonical_to_raf = {canonical: raf + 1 for raf, canonical in enumerate(RAF_TO_CANONICAL)}
+    lines, keys, mixtures = [], [], []
+    with atomic_path(os.path.join(out, "raf"), is_dir=True) as tmp:
+        for sub in ("EmoLabel", os.path.join("Image", "aligned"), os.path.join("Image", "original")):
+            os.makedirs(os.path.join(tmp, "basic", sub))
+        for split, digits in (("train", 5), ("test", 4)):
+            for index, label, mixture, image in draw_split(seed, "raf", split, sizes[split], 128, False, pool):
+                stem = "%s_%0*d" % (split, digits, index + 1)
+                cv2.imwrite(os.path.join(tmp, "basic", "Image", "original", stem + ".jpg"), image,
+                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+                cv2.imwrite(os.path.join(tmp, "basic", "Image", "aligned", stem + "_aligned.jpg"),
+                            cv2.resize(image, (100, 100), interpolation=cv2.INTER_AREA),
+                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+                lines.append("%s.jpg %d\n" % (stem, canonical_to_raf[label]))
+                keys.append(stem)
+                mixtures.append(mixture)
+        with open(os.path.join(tmp, "basic", "EmoLabel", "list_patition_label.txt"), "w") as handle:
+            handle.writelines(sorted(lines))
+    _write_mixtures(os.path.join(out, "raf_mixtures.csv"), keys, mixtures)
+
+
+def write_sfew(out, seed, sizes, pool=None):
+    """sfew/{Train/Train,Val/Val}_Aligned_Faces/<Class>/*.png (100 x 100); sfew_mixtures.csv."""
+    keys, mixtures = [], []
+    with atomic_path(os.path.join(out, "sfew"), is_dir=True) as tmp:
+        for split, top in (("train", "Train"), ("val", "Val")):
+            for index, label, mixture, image in draw_split(seed, "sfew", split, sizes[split], 100, False, pool):
+                folder = os.path.join(tmp, top, top + "_Aligned_Faces", SFEW_FOLDERS[label])
+                os.makedirs(folder, exist_ok=True)
+                stem = "Synth%s_%09d_%08d" % (top, index // 8, index % 8 + 1)
+                cv2.imwrite(os.path.join(folder, stem + ".png"), image)
+                keys.append("%s/%s" % (SFEW_FOLDERS[label], stem))
+                mixtures.append(mixture)
+    _write_mixtures(os.path.join(out, "sfew_mixtures.csv"), keys, mixtures)
+
+
+def small_split(n):
+    """RAF and SFEW layouts hold a tenth of the FER-2013 split sizes (at least one image per class)."""
+    return max(NUM_CLASSES, n // 10)
+
+
+def make_synth(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, workers=None):
+    """Write the synthetic set's layouts into ``out``, drawing on ``workers`` processes (default:
+    all cores); returns {layout: path written}."""
+    unknown = sorted(set(layouts) - set(LAYOUTS))
+    if unknown:
+        raise ValueError("unknown layouts %s (known: %s)" % (", ".join(unknown), ", ".join(LAYOUTS)))
+    os.makedirs(out, exist_ok=True)
+    workers = workers or default_workers()
+    written = {}
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.Pool(workers, initializer=single_threaded_opencv)) if workers > 1 else None
+        if "fer2013" in layouts or "ferplus" in layouts:
+            usages, mixtures = write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool)
+            written["fer2013"] = os.path.join(out, "fer2013.csv")
+            if "ferplus" in layouts:
+                write_ferplus(out, seed, usages, mixtures)
+                written["ferplus"] = os.path.join(out, "fer2013new.csv")
+        if "raf" in layouts:
+            write_raf(out, seed, {"train": small_split(train), "test": small_split(test)}, pool)
+            written["raf"] = os.path.join(out, "raf", "basic")
+        if "sfew" in layouts:
+            write_sfew(out, seed, {"train": small_split(train), "val": small_split(val)}, pool)
+            written["sfew"] = os.path.join(out, "sfew")
+    return written
