@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .classes import CLASSES, NUM_CLASSES
 from .datasets.base import file_md5
 from .errors import InputError
-from .lmdb_io import LMDBWriter, image_datum, read_manifest, record_key, vector_datum
+from .lmdb_io import LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, vector_datum
 from .softlabel import gamma_tag, perturb, validate_matrix
 
 # Records per task sent to a worker, and per window of tasks in flight (two windows at most).
@@ -101,8 +101,19 @@ def default_workers():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def soft_records(rows):
+    """Serialized soft-label Datum of each class: row y of ``rows`` (labelled y) for a record of label y."""
+    return [vector_datum(rows[label], label) for label in range(NUM_CLASSES)]
+
+
 def _record_of_label(records):
     return lambda sample: records[sample.label]
+
+
+def refuse_existing(paths, force):
+    existing = [path for path in paths if os.path.lexists(path)]
+    if existing and not force:
+        raise InputError("%s already exists (pass --force to replace it)" % existing[0])
 
 
 def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
@@ -124,10 +135,9 @@ def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
         matrix = validate_matrix(soft_matrix, "soft-label matrix", NUM_CLASSES)
         for gamma in gammas:
             rows = perturb(matrix, gamma)  # eq. 4
-            records = [vector_datum(rows[label], label) for label in range(NUM_CLASSES)]
             fields = {"gamma": float(gamma), "matrix": matrix.tolist(), "matrix_file": matrix_file,
                       "soft_labels": rows.tolist()}
-            plan.append((soft_lmdb_path(out, gamma), fields, _record_of_label(records)))
+            plan.append((soft_lmdb_path(out, gamma), fields, _record_of_label(soft_records(rows))))
     if soft_vectors is None:
         soft_vectors = dataset.has_soft()
     if soft_vectors:
@@ -154,10 +164,7 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
     if size < 1:
         raise InputError("--size %d: must be at least 1" % size)
     soft = _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset)
-    targets = [out] + [path for path, _, _ in soft]
-    existing = [path for path in targets if os.path.lexists(path)]
-    if existing and not force:
-        raise InputError("%s already exists (pass --force to replace it)" % existing[0])
+    refuse_existing([out] + [path for path, _, _ in soft], force)
     if not len(dataset):
         raise InputError("%s: split %s has no records" % (dataset.source, dataset.split))
     samples = [dataset.samples[i] for i in np.random.RandomState(seed).permutation(len(dataset))]
@@ -216,4 +223,24 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
     finally:
         if pool is not None:
             pool.terminate()
+    return read_manifest(out)
+
+
+def write_soft_lmdb(image_lmdb, soft_labels, out, force=False, **manifest):
+    """The soft-label LMDB of an existing image LMDB, under the same keys in the same order.
+
+    ``soft_labels``: C x C rows (e.g. ``softlabel.perturb(D, gamma)``); the record of an image of
+    label y holds row y. ``manifest``: extra fields for its manifest (e.g. ``gamma=1.4``).
+    Returns the manifest.
+    """
+    rows = validate_matrix(soft_labels, "soft labels for %s" % image_lmdb, NUM_CLASSES)
+    refuse_existing([out], force)
+    records = soft_records(rows)
+    with LMDBWriter(out, force) as writer:
+        for key, datum in read_lmdb(image_lmdb):
+            if not 0 <= datum.label < NUM_CLASSES:
+                raise InputError("%s: record %s has label %d, not 0..%d"
+                                 % (image_lmdb, key.decode("utf-8", "replace"), datum.label, NUM_CLASSES - 1))
+            writer.put(key, records[datum.label])
+        writer.manifest = dict(manifest, kind="soft", image_lmdb=os.path.abspath(image_lmdb), soft_labels=rows.tolist())
     return read_manifest(out)

@@ -135,20 +135,20 @@ def draw_face(rng, expression):
     """A CANVAS x CANVAS BGR uint8 face with ``expression``, identity and nuisances drawn from ``rng``."""
     raise_, tilt, eye_open, curve, mouth_open, mouth_width, wrinkle = expression
     c = CANVAS / 2.0
-    lightness = rng.uniform(90, 225)
+    lightness = rng.uniform(110, 215)
     skin = tuple(lightness * np.array([rng.uniform(0.65, 0.85), rng.uniform(0.8, 0.92), 1.0]))
     hair = tuple(rng.uniform(15, 110) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.6)]))
-    background = rng.uniform(40, 200, 3)
+    background = rng.uniform(60, 190, 3)
     img = np.empty((CANVAS, CANVAS, 3), np.uint8)
     img[:] = background
     # Background clutter: a few soft blobs.
-    for _ in range(rng.integers(0, 3)):
+    for _ in range(rng.integers(0, 2)):
         _ellipse(img, rng.uniform(0, CANVAS, 2), rng.uniform(10, 50, 2), tuple(rng.uniform(40, 200, 3)))
     face_w, face_h = rng.uniform(70, 82), rng.uniform(86, 98)
     face_y = c + 8 + rng.uniform(-4, 4)
     _ellipse(img, (c, face_y - face_h * 0.35), (face_w + rng.uniform(4, 14), face_h * 0.8), hair)  # hair
     _ellipse(img, (c, face_y), (face_w, face_h), skin)
-    dark = _shade(skin, 0.35)
+    dark = _shade(skin, 0.2)
     brow = tuple(min(h, d) for h, d in zip(hair, dark))  # darker than the skin even for fair hair
     eye_dx, eye_y, eye_w = rng.uniform(30, 36), face_y - rng.uniform(22, 28), rng.uniform(15, 19)
     brow_thickness = rng.uniform(10, 13)
@@ -171,7 +171,7 @@ def draw_face(rng, expression):
     for side in (-1, 1):
         _ellipse(img, (c + side * 7, nose_y + 2), (4, 2.5), _shade(skin, 0.55))
     if wrinkle > 0.05:
-        crease = _shade(skin, 1 - 0.65 * wrinkle)
+        crease = _shade(skin, 1 - 0.8 * wrinkle)
         for dy in (-6, 0, 6):
             _polyline(img, [(c - 9, eye_y + dy), (c, eye_y + dy - 3), (c + 9, eye_y + dy)], crease, 3.5)
     # Mouth: corners lifted by mouth_curve, opening mouth_open, half-width from mouth_width.
@@ -188,7 +188,7 @@ def draw_face(rng, expression):
         for side in (-1, 1):
             _polyline(img, _curve((c + side * 12, nose_y), (c + side * (half_w + 2), (nose_y + corner_y) / 2),
                                   (c + side * (half_w + 3), corner_y + 2)), fold, 2.5)
-    lips = (skin[0] * 0.4, skin[1] * 0.35, skin[2] * 0.6)
+    lips = (skin[0] * 0.25, skin[1] * 0.2, skin[2] * 0.45)
     if gap > 2:
         cv2.fillPoly(img, [_points(np.vstack([upper, lower[::-1]]))], (25, 20, 30), cv2.LINE_AA, 4)
         if curve > 0.3:  # teeth of an open smile
@@ -255,25 +255,36 @@ def true_soft_labels(mixtures, labels):
     return construct(mixtures, labels, NUM_CLASSES)
 
 
-def read_mixtures(path):
-    """(keys, N x 7 mixtures) of a ``*_mixtures.csv`` written here."""
+def read_mixtures(path, split=None):
+    """(keys, N x 7 mixtures) of a ``*_mixtures.csv`` written here, all rows or those of ``split``.
+
+    Keys are the readers' source keys, so they match the ``%08d_<key>`` LMDB keys; the label of an
+    image is its mixture's argmax.
+    """
     with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    return [row[0] for row in rows[1:]], np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+        rows = [row for row in list(csv.reader(handle))[1:] if split is None or row[1] == split]
+    return [row[0] for row in rows], np.array([[float(v) for v in row[2:]] for row in rows]).reshape(-1, NUM_CLASSES)
 
 
-def _write_mixtures(path, keys, mixtures):
+def true_soft_labels_of(source, split):
+    """The true soft-label matrix of a split of the synthetic fer2013.csv (or fer2013new.csv) ``source``."""
+    _, mixtures = read_mixtures(os.path.join(os.path.dirname(os.path.abspath(source)), "fer2013_mixtures.csv"), split)
+    return true_soft_labels(mixtures, mixtures.argmax(axis=1))
+
+
+def _write_mixtures(path, rows):
+    """``rows``: (key, split, mixture) per image."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("key",) + CLASSES)
-        for key, mixture in zip(keys, mixtures):
-            writer.writerow([key] + ["%.6f" % w for w in mixture])
+        writer.writerow(("key", "split") + CLASSES)
+        for key, split, mixture in rows:
+            writer.writerow([key, split] + ["%.6f" % w for w in mixture])
 
 
 def write_fer2013(out, seed, sizes, pool=None):
     """fer2013.csv in the FER-2013 format (Training, then PublicTest, then PrivateTest rows) and
-    fer2013_mixtures.csv; returns the Usage and the mixture of each row."""
-    keys, usages, mixtures = [], [], []
+    fer2013_mixtures.csv; returns (key, split, mixture) of each row."""
+    rows = []
     with atomic_path(os.path.join(out, "fer2013.csv")) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(("emotion", "pixels", "Usage"))
@@ -281,21 +292,20 @@ def write_fer2013(out, seed, sizes, pool=None):
             for _, label, mixture, image in draw_split(seed, "fer2013", split, sizes[split], 48, True, pool):
                 pixels = " ".join(map(str, image.ravel().tolist()))
                 handle.write('%d,"%s",%s\n' % (label, pixels, USAGE_OF_SPLIT[split]))
-                keys.append(row_key(len(keys)))
-                usages.append(USAGE_OF_SPLIT[split])
-                mixtures.append(mixture)
-    _write_mixtures(os.path.join(out, "fer2013_mixtures.csv"), keys, mixtures)
-    return usages, mixtures
+                rows.append((row_key(len(rows)), split, mixture))
+    _write_mixtures(os.path.join(out, "fer2013_mixtures.csv"), rows)
+    return rows
 
 
-def write_ferplus(out, seed, usages, fer_mixtures):
+def write_ferplus(out, seed, fer_rows):
     """fer2013new.csv: ten crowd votes per fer2013.csv row, drawn from the row's mixture (a few
     votes for contempt/unknown, and some rows marked not-a-face)."""
     rng = np.random.default_rng([seed, 8])
     with atomic_path(os.path.join(out, "fer2013new.csv")) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(("Usage", "Image name") + tuple(name for _, name in FERPLUS_COLUMNS) + ("NF",))
-        for index, (usage, mixture) in enumerate(zip(usages, fer_mixtures)):
+        for index, (_, split, mixture) in enumerate(fer_rows):
+            usage = USAGE_OF_SPLIT[split]
             if rng.random() < FERPLUS_NON_FACE:
                 writer.writerow([usage, ""] + [0] * len(FERPLUS_COLUMNS) + [10])
                 continue
@@ -308,7 +318,7 @@ def write_raf(out, seed, sizes, pool=None):
     """raf/basic/: EmoLabel/list_patition_label.txt, Image/aligned/*_aligned.jpg (100 x 100) and
     Image/original/*.jpg (128 x 128); raf_mixtures.csv."""
     canonical_to_raf = {canonical: raf + 1 for raf, canonical in enumerate(RAF_TO_CANONICAL)}
-    lines, keys, mixtures = [], [], []
+    lines, rows = [], []
     with atomic_path(os.path.join(out, "raf"), is_dir=True) as tmp:
         for sub in ("EmoLabel", os.path.join("Image", "aligned"), os.path.join("Image", "original")):
             os.makedirs(os.path.join(tmp, "basic", sub))
@@ -321,16 +331,15 @@ def write_raf(out, seed, sizes, pool=None):
                             cv2.resize(image, (100, 100), interpolation=cv2.INTER_AREA),
                             [cv2.IMWRITE_JPEG_QUALITY, 92])
                 lines.append("%s.jpg %d\n" % (stem, canonical_to_raf[label]))
-                keys.append(stem)
-                mixtures.append(mixture)
+                rows.append((stem, split, mixture))
         with open(os.path.join(tmp, "basic", "EmoLabel", "list_patition_label.txt"), "w") as handle:
             handle.writelines(sorted(lines))
-    _write_mixtures(os.path.join(out, "raf_mixtures.csv"), keys, mixtures)
+    _write_mixtures(os.path.join(out, "raf_mixtures.csv"), rows)
 
 
 def write_sfew(out, seed, sizes, pool=None):
     """sfew/{Train/Train,Val/Val}_Aligned_Faces/<Class>/*.png (100 x 100); sfew_mixtures.csv."""
-    keys, mixtures = [], []
+    rows = []
     with atomic_path(os.path.join(out, "sfew"), is_dir=True) as tmp:
         for split, top in (("train", "Train"), ("val", "Val")):
             for index, label, mixture, image in draw_split(seed, "sfew", split, sizes[split], 100, False, pool):
@@ -338,9 +347,8 @@ def write_sfew(out, seed, sizes, pool=None):
                 os.makedirs(folder, exist_ok=True)
                 stem = "Synth%s_%09d_%08d" % (top, index // 8, index % 8 + 1)
                 cv2.imwrite(os.path.join(folder, stem + ".png"), image)
-                keys.append("%s/%s" % (SFEW_FOLDERS[label], stem))
-                mixtures.append(mixture)
-    _write_mixtures(os.path.join(out, "sfew_mixtures.csv"), keys, mixtures)
+                rows.append(("%s/%s" % (SFEW_FOLDERS[label], stem), split, mixture))
+    _write_mixtures(os.path.join(out, "sfew_mixtures.csv"), rows)
 
 
 def small_split(n):
@@ -348,7 +356,7 @@ def small_split(n):
     return max(NUM_CLASSES, n // 10)
 
 
-def make_synth(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, workers=None):
+def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, workers=None):
     """Write the synthetic set's layouts into ``out``, drawing on ``workers`` processes (default:
     all cores); returns {layout: path written}."""
     unknown = sorted(set(layouts) - set(LAYOUTS))
@@ -360,10 +368,10 @@ def make_synth(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, work
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(multiprocessing.Pool(workers, initializer=single_threaded_opencv)) if workers > 1 else None
         if "fer2013" in layouts or "ferplus" in layouts:
-            usages, mixtures = write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool)
+            fer_rows = write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool)
             written["fer2013"] = os.path.join(out, "fer2013.csv")
             if "ferplus" in layouts:
-                write_ferplus(out, seed, usages, mixtures)
+                write_ferplus(out, seed, fer_rows)
                 written["ferplus"] = os.path.join(out, "fer2013new.csv")
         if "raf" in layouts:
             write_raf(out, seed, {"train": small_split(train), "test": small_split(test)}, pool)

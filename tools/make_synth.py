@@ -8,7 +8,7 @@ import sys
 import time
 
 from pycaffe_fer.errors import run_cli
-from pycaffe_fer.synth import LAYOUTS, make_synth
+from pycaffe_fer.synth import LAYOUTS, write_synthetic_set
 
 
 def parse_args(argv):
@@ -34,7 +34,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    written = make_synth(args.out, args.seed, args.train, args.val, args.test, args.layouts)
+    written = write_synthetic_set(args.out, args.seed, args.train, args.val, args.test, args.layouts)
     for layout, path in written.items():
         print("%-8s %s" % (layout, path))
     print("done in %.1f s" % (time.time() - start))

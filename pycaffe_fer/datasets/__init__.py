@@ -19,6 +19,7 @@ FORMATS = tuple(READERS)
 # Reader options beyond (source, split, bad), by format.
 OPTIONS = {"ferplus": ("pixels",), "raf": ("images",)}
 CSV_FORMATS = ("fer2013", "ferplus")
+FER2013_NAMES = ("fer2013.csv", "icml_face_data.csv", "train.csv", "test.csv")
 
 __all__ = ["FORMATS", "SPLITS", "Dataset", "Sample", "detect_format", "open_dataset", "stratified_split",
            "with_mirror_copies"]
@@ -30,10 +31,12 @@ def detect_format(source):
         return "raf"
     if os.path.isfile(source):
         if source.lower().endswith(".csv"):
+            # By name first, so that a damaged header gets the reader's precise message.
+            name = os.path.basename(source).lower()
             columns = header_columns(source, CsvFile(source).records())
-            if "image name" in columns or "nf" in columns:
+            if name == "fer2013new.csv" or "image name" in columns or "nf" in columns:
                 return "ferplus"
-            if "pixels" in columns:
+            if name in FER2013_NAMES or "pixels" in columns:
                 return "fer2013"
         raise InputError("%s: cannot tell the dataset format from its name or header; pass --format (%s)"
                          % (source, ", ".join(FORMATS)))

@@ -11,7 +11,6 @@ import os
 import cv2
 import numpy as np
 
-from ..classes import CLASSES, NUM_CLASSES
 from ..errors import InputError
 
 # The command-line / config split names.
@@ -65,9 +64,6 @@ class Dataset:
     def has_soft(self):
         return bool(self.samples) and all(s.soft is not None for s in self.samples)
 
-    def class_counts(self):
-        counts = np.bincount([s.label for s in self.samples], minlength=NUM_CLASSES)
-        return {name: int(n) for name, n in zip(CLASSES, counts)}
 
 
 class BadRecords:
