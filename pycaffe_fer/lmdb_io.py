@@ -17,8 +17,8 @@ from .atomic import atomic_path
 
 # LMDB reserves address space, not disk: a map this large costs nothing and never fills.
 MAP_SIZE = 1 << 40
-# Records per write transaction: large enough to amortise commits, small enough to keep memory flat.
-COMMIT_EVERY = 1000
+# Bytes per write transaction: a transaction holds its dirty pages in memory until it commits.
+COMMIT_BYTES = 64 << 20
 MANIFEST_NAME = "manifest.json"
 
 
@@ -130,10 +130,11 @@ def read_manifest(lmdb_path):
 class LMDBWriter:
     """Write (key, serialized Datum) records into a temporary sibling of ``path``; rename on success.
 
-    ``with LMDBWriter(path, force=False) as writer: writer.put(key, value)``. Without ``force`` an
-    existing ``path`` is refused before anything is written; a failure leaves nothing behind. A dict
-    assigned to ``writer.manifest`` is written, with ``count`` and ``key_order_sha256`` added, as
-    the LMDB's manifest.json.
+    ``with LMDBWriter(path, force=False) as writer: writer.put(key, value)``, keys in increasing
+    byte order (``record_key`` gives them): records are appended, the fast path for large values.
+    Without ``force`` an existing ``path`` is refused before anything is written; a failure leaves
+    nothing behind. A dict assigned to ``writer.manifest`` is written, with ``count`` and
+    ``key_order_sha256`` added, as the LMDB's manifest.json.
     """
 
     def __init__(self, path, force=False):
@@ -142,28 +143,33 @@ class LMDBWriter:
         self.count = 0
         self.manifest = None
         self._key_order = KeyOrder()
+        self._pending_bytes = 0
 
     def __enter__(self):
         if not self.force and os.path.lexists(self.path):
             raise FileExistsError("%s already exists (pass --force to replace it)" % self.path)
         self._atomic = atomic_path(self.path, is_dir=True, replace=self.force)
         self._tmp = self._atomic.__enter__()
-        self._env = lmdb.open(self._tmp, map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)
+        # No fsync per commit: an interrupted build is thrown away, so one sync at the end suffices.
+        self._env = lmdb.open(self._tmp, map_size=MAP_SIZE, subdir=True, meminit=False, sync=False)
         self._txn = self._env.begin(write=True)
         return self
 
     def put(self, key, value):
-        self._txn.put(key, value)
+        if not self._txn.put(key, value, append=True, overwrite=False):
+            raise ValueError("%s: key %r does not come after the previous one" % (self.path, key))
         self._key_order.add(key)
         self.count += 1
-        if self.count % COMMIT_EVERY == 0:
+        self._pending_bytes += len(value)
+        if self._pending_bytes >= COMMIT_BYTES:
             self._txn.commit()
             self._txn = self._env.begin(write=True)
+            self._pending_bytes = 0
 
     def _finish(self):
         try:
             self._txn.commit()
-            self._env.sync()
+            self._env.sync(True)
         finally:
             self._env.close()
         if self.manifest is not None:
