@@ -11,17 +11,29 @@ import tempfile
 
 import caffe
 import numpy as np
+import pytest
 
-from pycaffe_fer.synth import write_synthetic_set
+from pycaffe_fer.synth import read_mixtures, true_soft_labels_of, write_synthetic_set
 from helpers import REPO
 
 # FER-2013 rows per split of the small synthetic set (RAF-DB and SFEW hold a tenth: 14 / 7).
 SMALL = {"train": 140, "val": 70, "test": 70}
 
 
-def small_synth(root):
-    """The synthetic set with SMALL sizes written into ``root``; returns {layout: path}."""
-    return write_synthetic_set(str(root), seed=0, workers=1, **SMALL)
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """The synthetic set with SMALL sizes, once per test module, plus D.npy: the true soft labels
+    of its FER-2013 PublicTest rows."""
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic_set(str(root), seed=0, workers=1, **SMALL)
+    np.save(str(root / "D.npy"), true_soft_labels_of(str(root / "fer2013.csv"), "val"))
+    return root
+
+
+def true_labels(synth, layout, split):
+    """{source key: true canonical label} of a layout's split, from the synthetic set's mixtures."""
+    keys, mixtures = read_mixtures(synth / ("%s_mixtures.csv" % layout), split)
+    return dict(zip(keys, mixtures.argmax(axis=1).tolist()))
 
 
 def load_tool(name):

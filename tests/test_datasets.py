@@ -8,22 +8,9 @@ import pytest
 from pycaffe_fer.classes import NUM_CLASSES
 from pycaffe_fer.datasets import detect_format, fer2013, open_dataset, stratified_split, with_mirror_copies
 from pycaffe_fer.errors import InputError
-from pycaffe_fer.synth import SFEW_FOLDERS, read_mixtures
+from pycaffe_fer.synth import SFEW_FOLDERS
 from dataset_fixtures import (SMALL, folder_variant, icml_variant, kaggle_test_variant, kaggle_train_variant,
-                              raf_kaggle_variant, read_csv, small_synth)
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    small_synth(root)
-    return root
-
-
-def truth(synth, layout, split):
-    """{source key: true canonical label} from the synthetic set's mixtures."""
-    keys, mixtures = read_mixtures(synth / ("%s_mixtures.csv" % layout), split)
-    return dict(zip(keys, mixtures.argmax(axis=1).tolist()))
+                              raf_kaggle_variant, read_csv, synth, true_labels)  # noqa: F401 (synth: a fixture)
 
 
 def labelled(dataset):
@@ -34,7 +21,7 @@ def labelled(dataset):
 def test_fer2013_splits_follow_usage(synth, split):
     dataset = open_dataset(str(synth / "fer2013.csv"), split)
     assert dataset.format == "fer2013" and len(dataset) == SMALL[split]
-    assert labelled(dataset) == truth(synth, "fer2013", split)
+    assert labelled(dataset) == true_labels(synth, "fer2013", split)
     image, _ = dataset.samples[0].image.load(gray=False)
     assert image.shape == (48, 48, 3) and (image[:, :, 0] == image[:, :, 2]).all()
     assert dataset.samples[0].image.load(gray=True)[0].shape == (48, 48)
@@ -51,7 +38,7 @@ def test_kaggle_icml_face_data_reads_like_fer2013(synth, tmp_path):
 
 def test_kaggle_train_csv_is_the_training_split(synth, tmp_path):
     train = kaggle_train_variant(synth / "fer2013.csv", tmp_path / "train.csv")
-    assert labelled(open_dataset(train, "train")) == truth(synth, "fer2013", "train")
+    assert labelled(open_dataset(train, "train")) == true_labels(synth, "fer2013", "train")
     with pytest.raises(InputError, match=r"train.csv: no 'Usage' column, so every row is Training"):
         open_dataset(train, "val")
 
@@ -110,7 +97,7 @@ def test_raf_basic_maps_raf_labels_to_canonical(synth, split):
                    synth / "raf" / "basic" / "EmoLabel" / "list_patition_label.txt"):
         assert detect_format(str(source)) == "raf"
         dataset = open_dataset(str(source), split)
-        assert labelled(dataset) == truth(synth, "raf", split)
+        assert labelled(dataset) == true_labels(synth, "raf", split)
     assert dataset.samples[0].image.path.endswith("_aligned.jpg")
     assert dataset.samples[0].image.load(False)[0].shape == (100, 100, 3)
     original = open_dataset(str(synth / "raf"), split, images="original")
@@ -127,15 +114,15 @@ def test_raf_kaggle_repackaging(synth, tmp_path):
     root = raf_kaggle_variant(str(synth / "raf" / "basic"), tmp_path / "raf-db")
     for source in (root, os.path.join(root, "DATASET"), os.path.join(root, "train_labels.csv")):
         assert detect_format(source) == "raf"
-        assert labelled(open_dataset(source, "train")) == truth(synth, "raf", "train")
-    assert labelled(open_dataset(root, "test")) == truth(synth, "raf", "test")
+        assert labelled(open_dataset(source, "train")) == true_labels(synth, "raf", "train")
+    assert labelled(open_dataset(root, "test")) == true_labels(synth, "raf", "test")
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_sfew_maps_class_folders_by_name(synth, split):
     assert detect_format(str(synth / "sfew")) == "sfew"
     dataset = open_dataset(str(synth / "sfew"), split)
-    assert labelled(dataset) == truth(synth, "sfew", split)
+    assert labelled(dataset) == true_labels(synth, "sfew", split)
     # Alphabetical folder order would make Neutral 4 and Sad 5; by name they are 6 and 4.
     by_folder = {s.key.split("/")[0]: s.label for s in dataset}
     assert by_folder.get("Neutral", 6) == 6 and by_folder.get("Sad", 4) == 4
@@ -154,7 +141,7 @@ def test_folder_tree_with_synonyms_and_any_case(synth, tmp_path):
     assert detect_format(root) == "folder"
     for split in ("train", "val"):
         dataset = open_dataset(root, split)
-        expected = {"%s/%s" % (names[k.split("/")[0]], k.split("/")[1]): v for k, v in truth(synth, "sfew", split).items()}
+        expected = {"%s/%s" % (names[k.split("/")[0]], k.split("/")[1]): v for k, v in true_labels(synth, "sfew", split).items()}
         assert labelled(dataset) == expected
     # A folder of class folders is one split by itself.
     assert labelled(open_dataset(os.path.join(root, "val"), "test", format="folder")) == labelled(open_dataset(root, "val"))

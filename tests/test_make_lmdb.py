@@ -16,20 +16,11 @@ from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_build import build_image_lmdb, ordered_map, write_soft_lmdb
 from pycaffe_fer.lmdb_io import datum_array, key_order_hash, read_labels, read_lmdb, read_manifest
 from pycaffe_fer.softlabel import perturb
-from pycaffe_fer.synth import read_mixtures, true_soft_labels_of
 from dataset_fixtures import (SMALL, caffe_read, folder_variant, leftovers, load_tool, raf_kaggle_variant, read_csv,
-                              small_synth)
+                              synth, true_labels)  # noqa: F401 (synth: a fixture)
 from helpers import REPO
 
 make_lmdb = load_tool("make_lmdb")
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    small_synth(root)
-    np.save(str(root / "D.npy"), true_soft_labels_of(str(root / "fer2013.csv"), "val"))
-    return root
 
 
 def run(capsys, *argv):
@@ -45,11 +36,6 @@ def run(capsys, *argv):
 def records(path):
     """[(source key, label, C x H x W array)] of an LMDB in key order."""
     return [(key.decode().split("_", 1)[1], datum.label, datum_array(datum)) for key, datum in read_lmdb(path)]
-
-
-def truth(synth, layout, split):
-    keys, mixtures = read_mixtures(synth / ("%s_mixtures.csv" % layout), split)
-    return dict(zip(keys, mixtures.argmax(axis=1).tolist()))
 
 
 def test_fer2013_image_and_soft_lmdbs_through_caffe(synth, tmp_path, capsys):
@@ -69,7 +55,7 @@ def test_fer2013_image_and_soft_lmdbs_through_caffe(synth, tmp_path, capsys):
     # Pixels, labels and keys against the CSV: gray replicated to the three channels, labels canonical.
     rows = read_csv(synth / "fer2013.csv")[1:]
     stored = records(str(out))
-    expected = truth(synth, "fer2013", "train")
+    expected = true_labels(synth, "fer2013", "train")
     assert sorted(key for key, _, _ in stored) == sorted(expected)
     assert [key for key, _, _ in stored] != sorted(expected)   # shuffled once
     for i, (key, label, _) in enumerate(stored):
@@ -132,7 +118,7 @@ def test_every_image_layout_through_caffe(synth, tmp_path, capsys, layout, split
     assert code == 0, err
     stored = records(str(out))
     (images, labels), (soft, soft_labels) = caffe_read([str(out), str(out) + "_soft_g1.0"], 7, len(stored))
-    expected = truth(synth, "sfew" if layout in ("sfew", "folder") else "raf", split)
+    expected = true_labels(synth, "sfew" if layout in ("sfew", "folder") else "raf", split)
     if layout == "folder":
         expected = {"%s/%s" % (names[k.split("/")[0]], k.split("/")[1]): v for k, v in expected.items()}
     assert {key: label for key, label, _ in stored} == expected
@@ -177,9 +163,9 @@ def test_holdout_parts_partition_the_split(synth, tmp_path, capsys):
     assert run(capsys, *(common + ["--out", tmp_path / "rest", "--part", "rest"]))[0] == 0
     assert run(capsys, *(common + ["--out", tmp_path / "held", "--part", "holdout"]))[0] == 0
     rest, held = records(str(tmp_path / "rest")), records(str(tmp_path / "held"))
-    per_class = np.bincount(list(truth(synth, "raf", "train").values()))
+    per_class = np.bincount(list(true_labels(synth, "raf", "train").values()))
     assert len(held) == sum(int(0.2 * n + 0.5) for n in per_class) > 0
-    assert sorted(k for k, _, _ in rest + held) == sorted(truth(synth, "raf", "train"))
+    assert sorted(k for k, _, _ in rest + held) == sorted(true_labels(synth, "raf", "train"))
     assert read_manifest(str(tmp_path / "held"))["notes"]["holdout"] == {"fraction": 0.2, "split_seed": 5,
                                                                            "part": "holdout"}
     code, _, err = run(capsys, synth / "raf", "--split", "train", "--out", tmp_path / "x", "--holdout", 0.2)

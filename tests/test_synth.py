@@ -7,20 +7,12 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 
 from pycaffe_fer.classes import CLASSES, NUM_CLASSES
 from pycaffe_fer.datasets.raf import RAF_TO_CANONICAL
 from pycaffe_fer.synth import SFEW_FOLDERS, read_mixtures, true_soft_labels, true_soft_labels_of, write_synthetic_set
-from dataset_fixtures import SMALL, read_csv, small_synth
+from dataset_fixtures import SMALL, read_csv, synth  # noqa: F401 (synth: a fixture)
 from helpers import REPO
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    small_synth(root)
-    return root
 
 
 def all_files(root):
