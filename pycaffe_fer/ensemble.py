@@ -81,7 +81,8 @@ def forward_scores(nets, batches, mean_value, score_blob="fc8_expression"):
                                                                 "x".join(map(str, expected))))
             net.blobs["data"].reshape(*data.shape)
             net.blobs["data"].data[...] = data
-            out.append(net.forward()[score_blob].reshape(len(data), -1).copy())
+            net.forward()
+            out.append(net.blobs[score_blob].data.reshape(len(data), -1).copy())
         labels.append(np.asarray(batch_labels))
     if not labels:
         raise InputError("no images to evaluate")
