@@ -56,7 +56,9 @@ def section_keys(section):
     return keys
 
 
-def _render(name, kind, config, section, run):
+def _render(name, section, config, run):
+    """Render template ``name`` from config section ``section`` ("net" or "solver", also the kind of
+    message the result must parse as) and the run's variables."""
     values = config.get(section)
     if not isinstance(values, dict):
         raise InputError("config: no '%s' section (a mapping) to render %s from" % (section, name))
@@ -72,10 +74,9 @@ def _render(name, kind, config, section, run):
     except jinja2.UndefinedError as error:
         raise InputError("config %s: a key is missing to render %s: %s" % (section, name, error))
     try:
-        text_format.Merge(text, _MESSAGES[kind]())
+        text_format.Merge(text, _MESSAGES[section]())
     except text_format.ParseError as error:
-        raise InputError("config %s: rendering %s gave a %s Caffe cannot parse (%s)"
-                         % (section, name, kind, error))
+        raise InputError("config %s: rendering %s gave a prototxt Caffe cannot parse (%s)" % (section, name, error))
     return text
 
 
@@ -89,21 +90,21 @@ def render_train_val(config, head, train_lmdb, val_lmdb, train_soft_lmdb=None, v
         raise InputError("head must be one of %s, got %r" % (", ".join(HEADS), head))
     if head == "soft" and not train_soft_lmdb:
         raise InputError("the soft head needs a training soft-label LMDB")
-    return _render("train_val.prototxt.j2", "net", config, "net", {
+    return _render("train_val.prototxt.j2", "net", config, {
         "head": head, "train_lmdb": train_lmdb, "val_lmdb": val_lmdb,
         "train_soft_lmdb": train_soft_lmdb, "val_soft_lmdb": val_soft_lmdb})
 
 
 def render_deploy(config):
     """deploy prototxt text: Input 1 x 3 x input_size x input_size up to fc8_expression and prob."""
-    return _render("deploy.prototxt.j2", "net", config, "net", {})
+    return _render("deploy.prototxt.j2", "net", config, {})
 
 
 def render_solver(config, net_path, snapshot_prefix, test_iter, solver_mode="CPU", device_id=0):
     """solver prototxt text; ``test_iter`` None or 0 renders a solver that never tests."""
     if solver_mode not in SOLVER_MODES:
         raise InputError("solver_mode must be CPU or GPU, got %r" % solver_mode)
-    return _render("solver.prototxt.j2", "solver", config, "solver", {
+    return _render("solver.prototxt.j2", "solver", config, {
         "net_path": net_path, "snapshot_prefix": snapshot_prefix, "test_iter": test_iter,
         "solver_mode": solver_mode, "device_id": int(device_id)})
 
@@ -125,12 +126,15 @@ def test_iter_for(config, val_lmdb, split):
     return int(math.ceil(count / float(config["net"]["test_batch_size"])))
 
 
+test_iter_for.__test__ = False   # not a test, whatever its name: pytest must not collect it where imported
+
+
 def check_lmdbs(config, image_lmdb, soft_lmdb=None):
     """Raise unless the existing LMDBs fit the net: 3 x input_size x input_size images, and
     soft-label vectors of num_classes entries, one per image. Missing LMDBs are not checked."""
     net = config["net"]
     if os.path.isdir(image_lmdb):
-        key, datum = next(read_lmdb(image_lmdb), (None, None))
+        key, datum = _first_record(image_lmdb)
         if datum is None:
             raise InputError("%s: the LMDB is empty" % image_lmdb)
         want = (3, net["input_size"], net["input_size"])
@@ -140,12 +144,21 @@ def check_lmdbs(config, image_lmdb, soft_lmdb=None):
                              "rebuild the LMDB" % (image_lmdb, key.decode("utf-8", "replace"),
                                                    "x".join(map(str, got)), "x".join(map(str, want))))
     if soft_lmdb and os.path.isdir(soft_lmdb):
-        key, datum = next(read_lmdb(soft_lmdb), (None, None))
+        key, datum = _first_record(soft_lmdb)
         if datum is None or datum.channels != net["num_classes"]:
             raise InputError("%s: soft-label records must hold %d values" % (soft_lmdb, net["num_classes"]))
         if os.path.isdir(image_lmdb) and lmdb_count(image_lmdb) != lmdb_count(soft_lmdb):
             raise InputError("%s has %d records but %s has %d: the Data layers would drift apart"
                              % (soft_lmdb, lmdb_count(soft_lmdb), image_lmdb, lmdb_count(image_lmdb)))
+
+
+def _first_record(path):
+    """(key, Datum) of an LMDB's first record, or (None, None) when it is empty."""
+    records = read_lmdb(path)
+    try:
+        return next(records, (None, None))
+    finally:
+        records.close()   # closes the LMDB environment now, not at garbage collection
 
 
 def write_prototxt(path, text, kind):
