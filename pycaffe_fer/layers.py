@@ -17,7 +17,8 @@ import sys
 import caffe
 import numpy as np
 
-_PARAMS = {"form": ("kl", "cross_entropy"), "tolerance": None}
+_FORMS = ("kl", "cross_entropy")
+_PARAM_KEYS = ("form", "tolerance")
 
 
 class SoftLabelKLLossLayer(caffe.Layer):
@@ -36,12 +37,12 @@ class SoftLabelKLLossLayer(caffe.Layer):
             raise _error("param_str is not JSON (%s): %r" % (error, self.param_str))
         if not isinstance(params, dict):
             raise _error("param_str must be a JSON object, got %r" % self.param_str)
-        unknown = sorted(set(params) - set(_PARAMS))
+        unknown = sorted(set(params) - set(_PARAM_KEYS))
         if unknown:
-            raise _error("unknown param_str key(s) %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(_PARAMS))))
+            raise _error("unknown param_str key(s) %s (known: %s)" % (", ".join(unknown), ", ".join(_PARAM_KEYS)))
         self.form = params.get("form", "kl")
-        if self.form not in _PARAMS["form"]:
-            raise _error("form must be one of %s, got %r" % (_PARAMS["form"], self.form))
+        if self.form not in _FORMS:
+            raise _error("form must be one of %s, got %r" % (", ".join(_FORMS), self.form))
         self.tolerance = params.get("tolerance", 1e-3)
         if not isinstance(self.tolerance, (int, float)) or not 0 <= self.tolerance < 1:
             raise _error("tolerance must be a number in [0, 1), got %r" % (self.tolerance,))
