@@ -16,6 +16,7 @@ from jinja2 import meta
 
 from .atomic import atomic_path
 from .errors import InputError
+from .lmdb_build import soft_lmdb_path
 from .lmdb_io import lmdb_count, read_lmdb
 from .softlabel import gamma_tag
 
@@ -176,7 +177,7 @@ def write_prototxt(path, text, kind):
 def conventional_lmdb(lmdb_dir, split, gamma=None):
     """Where the datasets step writes a split: <dir>/<split>_lmdb, soft labels <dir>/<split>_lmdb_soft_g<gamma>."""
     path = os.path.join(lmdb_dir, "%s_lmdb" % split)
-    return path if gamma is None else "%s_soft_g%s" % (path, gamma_tag(gamma))
+    return path if gamma is None else soft_lmdb_path(path, gamma)
 
 
 def render_generated(config, gammas, out_dir, train_split, val_split, lmdbs=None,
