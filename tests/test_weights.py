@@ -7,9 +7,10 @@ from caffe.proto import caffe_pb2
 from pycaffe_fer.config import load_config
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key, vector_datum
-from pycaffe_fer.templates import render_deploy, render_solver, render_train_val, write_prototxt
+from pycaffe_fer.templates import render_deploy, write_prototxt
 from pycaffe_fer.weights import copy_weights, describe, model_blob_shapes
 from helpers import run_caffe
+from test_templates import render_cli
 
 SIZE, WIDTH, FC = 48, 0.125, 128
 VGG_FACE_PARAM_LAYERS = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
@@ -115,21 +116,26 @@ def test_a_file_that_is_not_a_model_is_an_input_error(vgg_face):
         model_blob_shapes(str(root / "missing.caffemodel"))
 
 
-def test_caffe_train_takes_the_v1_model_as_weights(vgg_face, tmp_path, caffe_bin):
+def test_render_then_caffe_train_from_the_repository_root_with_v1_vgg_face_weights(vgg_face, tmp_path, caffe_bin):
+    """The README's commands, with tmp_path as the repository root: relative paths throughout."""
     root, _ = vgg_face
-    config = small_config("net.batch_size=4", "net.input_scale=0.0078125", "solver.max_iter=2", "solver.display=1")
-    with LMDBWriter(str(tmp_path / "img")) as img, LMDBWriter(str(tmp_path / "soft")) as soft:
-        for i in range(8):
-            img.put(record_key(i, "r"), image_datum(np.full((SIZE, SIZE, 3), 30 * (i % 7), np.uint8), i % 7))
-            soft.put(record_key(i, "r"), vector_datum(np.eye(7)[i % 7]))
-    net = write_prototxt(str(tmp_path / "train_val.prototxt"), render_train_val(
-        config, "soft", str(tmp_path / "img"), None, str(tmp_path / "soft")), "net")
-    solver = write_prototxt(str(tmp_path / "solver.prototxt"),
-                            render_solver(config, net, str(tmp_path / "snap"), None), "solver")
-    code, log = run_caffe(caffe_bin, ["train", "-solver", solver, "-weights", str(root / "VGG_FACE_v1.caffemodel")],
-                          cwd=str(tmp_path))
-    assert code == 0, log[-2000:]
-    assert "deprecated V1LayerParameter: %s" % (root / "VGG_FACE_v1.caffemodel") in log   # upgraded on load
-    assert "Ignoring source layer fc8\n" in log and "Optimization Done" in log
-    assert not [name for name in VGG_FACE_PARAM_LAYERS if "Ignoring source layer %s\n" % name in log]
-    assert "nan" not in log
+    for split in ("train", "test"):
+        lmdb = str(tmp_path / "data" / "tiny" / ("%s_lmdb" % split))
+        with LMDBWriter(lmdb) as img, LMDBWriter(lmdb + "_soft_g1.4") as soft:
+            for i in range(8):
+                img.put(record_key(i, "r"), image_datum(np.full((SIZE, SIZE, 3), 30 * (i % 7), np.uint8), i % 7))
+                soft.put(record_key(i, "r"), vector_datum(np.eye(7)[i % 7]))
+    code, _, stderr = render_cli(["--preset", "fer2013", "--gamma", "1.4", "--input-size", str(SIZE), "--width",
+                                  str(WIDTH), "--fc-width", str(FC), "--input-scale", "0.0078125",
+                                  "--set", "data.lmdb_dir=data/tiny", "--set", "net.batch_size=4",
+                                  "--set", "net.test_batch_size=4", "--set", "solver.max_iter=2"], cwd=str(tmp_path))
+    assert code == 0, stderr
+    for run in ("hard", "g1.4"):
+        code, log = run_caffe(caffe_bin, ["train", "-solver", "generated/solver_%s.prototxt" % run,
+                                          "-weights", str(root / "VGG_FACE_v1.caffemodel")], cwd=str(tmp_path))
+        assert code == 0, log[-2000:]
+        assert "deprecated V1LayerParameter: %s" % (root / "VGG_FACE_v1.caffemodel") in log   # upgraded on load
+        assert "Ignoring source layer fc8\n" in log and "Optimization Done" in log
+        assert not [name for name in VGG_FACE_PARAM_LAYERS if "Ignoring source layer %s\n" % name in log]
+        assert "Test net output #0: accuracy = " in log and "nan" not in log
+        assert (tmp_path / "generated" / "snapshots" / ("fer2013_%s_iter_2.caffemodel" % run)).exists()
