@@ -6,12 +6,14 @@ convert_imageset, in one run; print the images/s of each, their ratio and their 
 
 The folder holds synthetic colour faces (pycaffe_fer.synth) as class folders; both tools read it
 from a warm page cache, resize to 224 x 224, shuffle and write raw (not re-encoded) BGR Datums.
+Each tool runs --repeat times, alternating, and the best run counts (the machine may be shared).
 Peak memory is the largest proportional set size (PSS, so forked workers' shared pages count once)
-of the tool's whole process tree, sampled every 50 ms.
+of the tool's whole process tree, sampled every 50 ms; CPU is user + system time of the tree.
 """
 import argparse
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -88,8 +90,9 @@ def tree_pss_kib(pid):
 
 
 def timed(command):
-    """(seconds, peak PSS in MiB, output) of running ``command``."""
+    """(seconds, peak PSS in MiB, CPU seconds of the whole process tree) of running ``command``."""
     peak = [0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
 
@@ -102,9 +105,11 @@ def timed(command):
     output = proc.communicate()[0]
     seconds = time.time() - start
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit("%s failed:\n%s" % (command[0], output[-3000:]))
-    return seconds, peak[0] / 1024.0, output
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, peak[0] / 1024.0, cpu
 
 
 def check(path, count, size):
@@ -119,6 +124,7 @@ def main():
     parser.add_argument("--source-size", type=int, default=256, help="side of the source JPEGs (default 256)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=None, help="make_lmdb.py --workers (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating (default 3)")
     parser.add_argument("--tmp", default=None, help="folder for the JPEGs and the LMDBs (default: system temp)")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="lmdb_bench_", dir=args.tmp)
@@ -134,18 +140,26 @@ def main():
         caffe = [os.path.join(REPO, ".venv", "bin", "convert_imageset"), "--resize_height=%d" % args.size,
                  "--resize_width=%d" % args.size, "--shuffle", "--backend=lmdb", root + "/", listfile,
                  os.path.join(work, "caffe_lmdb")]
-        results = {}
-        for name, command, out in (("tools/make_lmdb.py", ours, os.path.join(work, "ours_lmdb")),
-                                   ("convert_imageset", caffe, os.path.join(work, "caffe_lmdb"))):
-            seconds, peak, _ = timed(command)
-            check(out, args.images, args.size)
-            results[name] = (args.images / seconds, seconds, peak)
-        cores = default_workers()
-        print("%d images, %dx%d JPEG -> %dx%dx3 LMDB, %d cores" % (args.images, args.source_size, args.source_size,
-                                                                   args.size, args.size, cores))
-        for name, (rate, seconds, peak) in results.items():
-            print("  %-20s %7.0f images/s  (%6.1f s)  peak memory %6.0f MiB" % (name, rate, seconds, peak))
-        print("  ratio                %7.2fx" % (results["tools/make_lmdb.py"][0] / results["convert_imageset"][0]))
+        runs = {"tools/make_lmdb.py": (ours, os.path.join(work, "ours_lmdb")),
+                "convert_imageset": (caffe, os.path.join(work, "caffe_lmdb"))}
+        results = {name: [] for name in runs}
+        for repeat in range(args.repeat):
+            # Alternate which tool goes first, so that a change of load hits both.
+            for name in sorted(runs, reverse=bool(repeat % 2)):
+                command, out = runs[name]
+                results[name].append(timed(command))
+                check(out, args.images, args.size)
+                shutil.rmtree(out)
+        print("%d images, %dx%d JPEG -> %dx%dx3 LMDB, %d cores, best of %d runs each"
+              % (args.images, args.source_size, args.source_size, args.size, args.size, default_workers(), args.repeat))
+        best = {}
+        for name, measured in results.items():
+            seconds = min(m[0] for m in measured)
+            best[name] = args.images / seconds
+            print("  %-20s %7.0f images/s  (%5.1f s; median %5.1f s)  CPU %4.2f ms/image  peak memory %4.0f MiB"
+                  % (name, best[name], seconds, sorted(m[0] for m in measured)[len(measured) // 2],
+                     1000 * min(m[2] for m in measured) / args.images, max(m[1] for m in measured)))
+        print("  ratio                %7.2fx" % (best["tools/make_lmdb.py"] / best["convert_imageset"]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -156,10 +156,10 @@ def refuse_existing(paths, force):
 
 def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
     """[(LMDB path, manifest fields, per-sample record function)] of the soft-label LMDBs to write."""
-    gammas = list(gammas)
+    gammas = [float(gamma) for gamma in gammas]
     for gamma in gammas:
-        if not isinstance(gamma, (int, float)) or not gamma > 0:
-            raise InputError("--gamma %s: the perturbation factor must be > 0" % (gamma,))
+        if not gamma > 0:   # also refuses nan
+            raise InputError("--gamma %s: the perturbation factor must be > 0" % gamma)
     if gammas and soft_matrix is None:
         raise InputError("--gamma needs a soft-label matrix (--softlabels D.npy)")
     plan = []
@@ -173,7 +173,7 @@ def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
         matrix = validate_matrix(soft_matrix, "soft-label matrix", NUM_CLASSES)
         for gamma in gammas:
             rows = perturb(matrix, gamma)  # eq. 4
-            fields = {"gamma": float(gamma), "matrix": matrix.tolist(), "matrix_file": matrix_file,
+            fields = {"gamma": gamma, "matrix": matrix.tolist(), "matrix_file": matrix_file,
                       "soft_labels": rows.tolist()}
             plan.append((soft_lmdb_path(out, gamma), fields, _record_of_label(soft_records(rows))))
     if soft_vectors is None:

@@ -6,12 +6,13 @@ Each LMDB built by pycaffe_fer carries ``manifest.json`` inside its directory (C
 equal for two LMDBs exactly when their records align one to one.
 """
 import hashlib
+import importlib.util
 import json
 import os
+import sys
 
 import lmdb
 import numpy as np
-from caffe.proto import caffe_pb2
 
 from .atomic import atomic_path
 
@@ -20,6 +21,26 @@ MAP_SIZE = 1 << 40
 # Bytes per write transaction: a transaction holds its dirty pages in memory until it commits.
 COMMIT_BYTES = 64 << 20
 MANIFEST_NAME = "manifest.json"
+
+
+def _caffe_pb2():
+    """Caffe's generated protobuf module. Loaded from its file when ``caffe`` is not imported yet:
+    ``import caffe`` loads libcaffe and scikit-image, a second of start-up that tools which only
+    read and write Datums do not need. Its descriptors are identical to those a later
+    ``import caffe`` registers, which protobuf accepts."""
+    if "caffe.proto.caffe_pb2" in sys.modules:
+        return sys.modules["caffe.proto.caffe_pb2"]
+    package = importlib.util.find_spec("caffe")
+    if package is None:
+        raise ImportError("no caffe package on the path: run make setup")
+    spec = importlib.util.spec_from_file_location(
+        __name__ + "._caffe_pb2", os.path.join(package.submodule_search_locations[0], "proto", "caffe_pb2.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+caffe_pb2 = _caffe_pb2()
 
 
 def record_key(index, source_key):

@@ -328,6 +328,10 @@ def test_cli_exit_status_in_a_real_process(synth, tmp_path):
                                 "--size", "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         universal_newlines=True)
     assert ok.returncode == 0 and "wrote 70 records" in ok.stdout and "img/s" in ok.stderr   # the progress bar
+    # Written by a process that never imported caffe (lmdb_io loads caffe_pb2 alone): Caffe reads it.
+    ((images, labels),) = caffe_read([str(tmp_path / "ok")], 10, 70)
+    assert images.shape == (70, 3, 16, 16) and (labels == read_labels(str(tmp_path / "ok"))).all()
+    assert sorted(key for key, _, _ in records(str(tmp_path / "ok"))) == sorted(true_labels(synth, "fer2013", "test"))
     bad = subprocess.run(tool + [str(synth / "fer2013.csv"), "--split", "test", "--out", str(tmp_path / "ok")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert bad.returncode == 2 and bad.stderr.strip().endswith("already exists (pass --force to replace it)")
