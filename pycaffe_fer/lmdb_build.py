@@ -22,7 +22,7 @@ from .classes import CLASSES, NUM_CLASSES
 from .datasets.base import file_md5
 from .errors import InputError
 from .lmdb_io import LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, vector_datum
-from .softlabel import gamma_tag, perturb, validate_matrix
+from .softlabel import gamma_tag, load_matrix, perturb, validate_matrix
 
 # Records per task sent to a worker; records per window of tasks in flight (two windows at most),
 # and the shared memory one window of serialized records may fill (Docker's /dev/shm is 64 MB).
@@ -41,19 +41,6 @@ def soft_lmdb_path(out, gamma):
 def vector_lmdb_path(out):
     """Where per-image soft labels (FER+ votes) go: ``<out>_soft``."""
     return out + "_soft"
-
-
-def load_soft_matrix(path):
-    """A C x C soft-label matrix D (row j = class j) from .npy, or from .csv/.txt (comma or space separated)."""
-    try:
-        if path.lower().endswith(".npy"):
-            matrix = np.load(path, allow_pickle=False)
-        else:
-            with open(path) as handle:
-                matrix = np.loadtxt(handle.read().replace(",", " ").splitlines(), ndmin=2)
-    except (OSError, ValueError) as error:
-        raise InputError("%s: cannot read a soft-label matrix (%s)" % (path, error))
-    return validate_matrix(matrix, path, NUM_CLASSES)
 
 
 def fit(image, size):
@@ -168,8 +155,8 @@ def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
             raise InputError("--softlabels needs at least one --gamma")
         matrix_file = None
         if isinstance(soft_matrix, str):
-            matrix_file = {"path": os.path.abspath(soft_matrix), "md5": file_md5(soft_matrix)}
-            soft_matrix = load_soft_matrix(soft_matrix)
+            path, soft_matrix = soft_matrix, load_matrix(soft_matrix, NUM_CLASSES)
+            matrix_file = {"path": os.path.abspath(path), "md5": file_md5(path)}
         matrix = validate_matrix(soft_matrix, "soft-label matrix", NUM_CLASSES)
         for gamma in gammas:
             rows = perturb(matrix, gamma)  # eq. 4
@@ -192,7 +179,7 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
 
     Images become size x size, 3-channel BGR (gray ones replicated) or 1-channel with ``gray``,
     labels canonical; records are shuffled with ``seed``. With ``soft_matrix`` (a C x C array or a
-    .npy/.csv path) and ``gammas``, one soft-label LMDB per gamma at ``<out>_soft_g<gamma>`` holds
+    .npy/.csv path, see ``softlabel.load_matrix``) and ``gammas``, one soft-label LMDB per gamma at ``<out>_soft_g<gamma>`` holds
     row y of D perturbed by eq. 4 for each record of label y; per-image soft labels (FER+) go to
     ``<out>_soft`` (``soft_vectors``: None = when the dataset has them). ``skip_bad`` skips and
     counts unreadable or truncated images instead of stopping. Returns the image LMDB's manifest.
