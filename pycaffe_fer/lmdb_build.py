@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import signal
 from multiprocessing import shared_memory
 
 import cv2
@@ -86,6 +87,8 @@ def _start_worker(slots):
     global _slots
     _slots = slots
     single_threaded_opencv()
+    # Ctrl-C is the parent's to handle: it stops the pool and removes the half-built LMDB.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def encode(task, size, gray):

@@ -9,7 +9,6 @@ SOURCE is a dataset file or folder whose format is detected (--format forces one
 Kaggle repackaging, SFEW 2.0 aligned faces, or class folders <root>/<split>/<class>/.
 """
 import argparse
-import os
 import sys
 import time
 
@@ -91,7 +90,7 @@ def main(argv=None):
     if manifest["skipped_bad"]:
         print("skipped %d bad records, e.g. %s" % (manifest["skipped_bad"], manifest["skipped_examples"][0]))
     for path in manifest["soft_label_lmdbs"]:
-        print("wrote soft labels to %s" % os.path.relpath(path))
+        print("wrote soft labels to %s" % path)
     return 0
 
 
