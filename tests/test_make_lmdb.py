@@ -14,7 +14,7 @@ import pytest
 from pycaffe_fer.datasets import open_dataset
 from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_build import build_image_lmdb, ordered_map, write_soft_lmdb
-from pycaffe_fer.lmdb_io import datum_array, key_order_hash, read_labels, read_lmdb, read_manifest
+from pycaffe_fer.lmdb_io import LMDBWriter, datum_array, key_order_hash, read_labels, read_lmdb, read_manifest
 from pycaffe_fer.softlabel import perturb
 from dataset_fixtures import (SMALL, caffe_read, folder_variant, leftovers, load_tool, raf_kaggle_variant, read_csv,
                               synth, true_labels)  # noqa: F401 (synth: a fixture)
@@ -309,6 +309,25 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(synth, tmp_path, ca
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert re.search(message, err), err
     assert leftovers(out) == [] and os.listdir(str(out.parent)) == []
+
+
+def test_interrupted_build_leaves_nothing(synth, tmp_path, monkeypatch):
+    shared_before = set(os.listdir("/dev/shm"))
+    written = []
+    put = LMDBWriter.put
+
+    def interrupted_put(writer, key, value):
+        written.append(key)
+        if len(written) == 50:
+            raise KeyboardInterrupt   # as Ctrl-C would, mid-stream
+        put(writer, key, value)
+    monkeypatch.setattr(LMDBWriter, "put", interrupted_put)
+    os.makedirs(str(tmp_path / "out"))
+    with pytest.raises(KeyboardInterrupt):
+        build_image_lmdb(open_dataset(str(synth / "fer2013.csv"), "train"), str(tmp_path / "out" / "lmdb"),
+                         size=16, soft_matrix=str(synth / "D.npy"), gammas=[1.0], progress=False)
+    assert len(written) == 50 and os.listdir(str(tmp_path / "out")) == []
+    assert set(os.listdir("/dev/shm")) == shared_before   # the workers' shared memory is gone too
 
 
 def test_skip_bad_skips_and_counts(synth, tmp_path, capsys):
