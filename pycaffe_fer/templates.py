@@ -205,20 +205,21 @@ def render_generated(config, gammas, out_dir, train_split, val_split, lmdbs=None
     for gamma in gammas:
         runs.append(("g" + gamma_tag(gamma), _soft_lmdb(lmdbs, "train_soft", lmdb_dir, train_split, gamma),
                      _soft_lmdb(lmdbs, "val_soft", lmdb_dir, val_split, gamma)))
-    written = []
+    # Everything is checked and rendered before the first file is written: bad input writes nothing.
+    files = []
     for tag, train_soft, val_soft in runs:
         check_lmdbs(config, train_lmdb, train_soft)
         check_lmdbs(config, val_lmdb, val_soft)
         net_path = os.path.join(out_dir, "train_val_%s.prototxt" % tag)
         head = "hard" if train_soft is None else "soft"
-        written.append(write_prototxt(net_path, render_train_val(
-            config, head, train_lmdb, val_lmdb, train_soft, val_soft), "net"))
+        files.append((net_path, render_train_val(config, head, train_lmdb, val_lmdb, train_soft, val_soft), "net"))
         prefix = snapshot_prefix.replace("{run}", tag)
-        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)   # Caffe does not create it
-        written.append(write_prototxt(os.path.join(out_dir, "solver_%s.prototxt" % tag), render_solver(
+        files.append((os.path.join(out_dir, "solver_%s.prototxt" % tag), render_solver(
             config, net_path, prefix, test_iter, solver_mode, device_id), "solver"))
-    written.append(write_prototxt(os.path.join(out_dir, "deploy.prototxt"), render_deploy(config), "net"))
-    return written
+    files.append((os.path.join(out_dir, "deploy.prototxt"), render_deploy(config), "net"))
+    for tag, _, _ in runs:   # Caffe does not create the snapshot directory
+        os.makedirs(os.path.dirname(os.path.abspath(snapshot_prefix.replace("{run}", tag))), exist_ok=True)
+    return [write_prototxt(path, text, kind) for path, text, kind in files]
 
 
 def _soft_lmdb(lmdbs, key, lmdb_dir, split, gamma):

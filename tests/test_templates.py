@@ -172,6 +172,7 @@ def test_lmdbs_that_do_not_fit_the_net_are_refused(tmp_path):
     assert code == 2 and "train_lmdb: record 00000000_r0 is 3x8x8 (C x H x W), the net takes 3x48x48" in stderr
     code, _, stderr = render_cli(base[2:] + ["--input-size", "8", "--val-split", "val"])
     assert code == 2 and "train_lmdb_soft_g1.4: soft-label records must hold 7 values" in stderr
+    assert not os.path.exists(str(tmp_path / "gen"))   # not even the hard run's files, which were fine
 
 
 def test_write_prototxt_parses_first_and_writes_atomically(tmp_path):
