@@ -18,8 +18,9 @@ from .atomic import atomic_path
 
 # LMDB reserves address space, not disk: a map this large costs nothing and never fills.
 MAP_SIZE = 1 << 40
-# Bytes per write transaction: a transaction holds its dirty pages in memory until it commits.
-COMMIT_BYTES = 64 << 20
+# Bytes per write transaction: a transaction holds its dirty pages in memory until it commits;
+# small transactions reuse the same few cache-warm pages (measured: faster than 8 or 64 MB).
+COMMIT_BYTES = 2 << 20
 MANIFEST_NAME = "manifest.json"
 
 
