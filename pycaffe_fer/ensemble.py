@@ -63,7 +63,7 @@ def preprocess(images, mean_value, scale=1.0):
     return (images.astype(np.float32) - mean) * np.float32(scale)
 
 
-def forward_scores(nets, batches, mean_value, score_blob="fc8_expression"):
+def forward_scores(nets, batches, mean_value, scale=1.0, score_blob="fc8_expression"):
     """Scores of every net on every image: each batch of N x C x H x W uint8 images is
     preprocessed once and forwarded through all nets (the images are read and decoded once).
 
@@ -72,7 +72,7 @@ def forward_scores(nets, batches, mean_value, score_blob="fc8_expression"):
     scores = [[] for _ in nets]
     labels = []
     for images, batch_labels in batches:
-        data = preprocess(images, mean_value)
+        data = preprocess(images, mean_value, scale)
         for net, out in zip(nets, scores):
             expected = net.blobs["data"].data.shape[1:]
             if data.shape[1:] != expected:

@@ -10,6 +10,7 @@
     evaluation     every net's scores on the test split, read once; eq. 7; confusion; diversity
     report         report.md with tables and PNGs beside the paper's numbers
 """
+import hashlib
 import json
 import os
 
@@ -22,10 +23,15 @@ from .classes import NUM_CLASSES
 from .datasets import open_dataset, stratified_split, with_mirror_copies
 from .errors import InputError
 from .lmdb_build import build_image_lmdb, write_soft_lmdb
-from .lmdb_io import datum_array, read_lmdb
+from .lmdb_io import datum_array, read_lmdb, read_manifest
 from .softlabel import gamma_tag
 
 ENSEMBLE_FILE = "ensemble.json"
+
+
+def fingerprint(matrix):
+    """A short hash of a soft-label matrix, to tell runs trained on different soft labels apart."""
+    return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
 
 
 def lmdb_batches(path, batch_size):
@@ -53,9 +59,11 @@ def load_nets(members, gpu=None):
     return [caffe.Net(m["deploy"], caffe.TEST, weights=m["model"]) for m in members]
 
 
-def scores_on(lmdb_path, members, mean_value, batch_size, gpu=None):
-    """Every member's M x C fc scores on the LMDB (each image read and decoded once), and the labels."""
-    return ensemble_eq.forward_scores(load_nets(members, gpu), lmdb_batches(lmdb_path, batch_size), mean_value)
+def scores_on(lmdb_path, members, net_config, gpu=None):
+    """Every member's M x C fc scores on the LMDB (each image read and decoded once), and the labels;
+    the images are transformed as the TEST phase's Data layer does (config ``net`` section)."""
+    return ensemble_eq.forward_scores(load_nets(members, gpu), lmdb_batches(lmdb_path, int(net_config["test_batch_size"])),
+                                      net_config["mean_value"], float(net_config["input_scale"]))
 
 
 class Experiment:
@@ -108,14 +116,19 @@ class Experiment:
         """The image LMDB `name` from `dataset`; training sets are padded with repeats of their
         first records to a whole number of batches, so a resumed run finds its data position fast."""
         out = self.lmdb(name)
+        size = int(self.config["net"]["input_size"])
         if os.path.isdir(out):
+            manifest = read_manifest(out)
+            if manifest["source"] != dataset.source or manifest["shape"][1:] != [size, size]:
+                raise InputError("%s was built from %s at %s, not from %s at %dx%d: remove it or use another "
+                                 "output directory" % (out, manifest["source"], "x".join(map(str, manifest["shape"][1:])),
+                                                        dataset.source, size, size))
             return out
         samples = list(dataset)
         if pad and len(samples) % self.batch_size:
             extra = self.batch_size - len(samples) % self.batch_size
             dataset = dataset.derive(samples + samples[:extra], padded_with_repeats=extra)
-        build_image_lmdb(dataset, out, size=int(self.config["net"]["input_size"]),
-                         seed=int(self.config["data"].get("seed", 0)))
+        build_image_lmdb(dataset, out, size=size, seed=int(self.config["data"].get("seed", 0)))
         return out
 
     def prepare_data(self):
@@ -151,13 +164,16 @@ class Experiment:
         return lmdbs
 
     # ---- runs ------------------------------------------------------------------------------
-    def run_spec(self, name, head, train, val, gamma=None, weights=None, seed=None):
-        spec = {"name": name, "head": head, "gamma": gamma, "train_lmdb": train, "val_lmdb": val,
-                "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights,
+    def run_spec(self, name, train, val, D=None, gamma=None, weights=None, seed=None):
+        """A hard-label run, or with D and gamma a soft-label one (whose spec names the soft labels'
+        fingerprint, so a run trained on other soft labels is never taken for this one)."""
+        spec = {"name": name, "head": "hard" if D is None else "soft", "gamma": gamma, "train_lmdb": train,
+                "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights,
                 "seed": int(self.config["solver"]["random_seed"] if seed is None else seed)}
-        if head == "soft":
+        if D is not None:
             spec["train_soft_lmdb"] = "%s_soft_g%s" % (train, gamma_tag(gamma))
             spec["val_soft_lmdb"] = "%s_soft_g%s" % (val, gamma_tag(gamma))
+            spec["softlabels"] = fingerprint(softlabel.perturb(D, gamma))
         return spec
 
     def prepare(self, folder, spec, solver=None):
@@ -175,8 +191,7 @@ class Experiment:
 
     def scores(self, lmdb_path, run_dirs):
         gpu = self.gpus[0] if self.gpus else None
-        return scores_on(lmdb_path, self.members(run_dirs), self.config["net"]["mean_value"],
-                         int(self.config["net"]["test_batch_size"]), gpu)
+        return scores_on(lmdb_path, self.members(run_dirs), self.config["net"], gpu)
 
     # ---- constructor (eqs. 2-3) --------------------------------------------------------------
     def softlabels(self, lmdbs):
@@ -189,7 +204,7 @@ class Experiment:
             return D, {"source": "the file %s" % constructor["softlabels"]}, None
         weights = self.weights if constructor.get("init") == "weights" else None
         run_dir = self.prepare("constructor", self.run_spec(
-            "hard", "hard", lmdbs["constructor_train"], lmdbs["constructor_val"], weights=weights))
+            "hard", lmdbs["constructor_train"], lmdbs["constructor_val"], weights=weights))
         self.train([run_dir])
         (val_scores,), val_labels = self.scores(lmdbs["constructor_val"], [run_dir])
         D = softlabel.construct(ensemble_eq.softmax(val_scores), val_labels, NUM_CLASSES)
@@ -207,12 +222,15 @@ class Experiment:
         return D, info, run_dir
 
     def soft_lmdbs(self, D, image_lmdbs, gammas):
-        """The eq. 4 soft-label LMDB of each image LMDB and gamma (skipping those already written)."""
+        """The eq. 4 soft-label LMDB of each image LMDB and gamma; one already written is kept if it
+        holds these soft labels and rewritten if D has changed since."""
         for image_lmdb in image_lmdbs:
             for gamma in gammas:
                 out = "%s_soft_g%s" % (image_lmdb, gamma_tag(gamma))
-                if not os.path.isdir(out):
-                    write_soft_lmdb(image_lmdb, softlabel.perturb(D, gamma), out)
+                rows = softlabel.perturb(D, gamma)
+                if os.path.isdir(out) and np.allclose(read_manifest(out)["soft_labels"], rows, rtol=0, atol=1e-12):
+                    continue
+                write_soft_lmdb(image_lmdb, rows, out, force=True, gamma=gamma)
 
     # ---- investigation (Fig. 4) ---------------------------------------------------------------
     def investigate(self, D, lmdbs, init_weights):
@@ -223,7 +241,7 @@ class Experiment:
         gammas = [float(g) for g in inv["gammas"]]
         self.soft_lmdbs(D, [lmdbs["investigation_train"], lmdbs["investigation_val"]], gammas)
         run_dirs = [self.prepare("investigation", self.run_spec(
-            "g" + gamma_tag(g), "soft", lmdbs["investigation_train"], lmdbs["investigation_val"], g, init_weights),
+            "g" + gamma_tag(g), lmdbs["investigation_train"], lmdbs["investigation_val"], D, g, init_weights),
             inv.get("solver")) for g in gammas]
         self.train(run_dirs)
         scores, labels = self.scores(lmdbs["investigation_val"], run_dirs)
@@ -252,16 +270,16 @@ class Experiment:
         train, val = lmdbs["ensemble_train"], lmdbs["ensemble_val"]
         solver = ens.get("solver")
         runs = {"ensemble": [self.prepare("ensemble", self.run_spec(
-            "g" + gamma_tag(g), "soft", train, val, g, init_weights), solver) for g in gammas]}
+            "g" + gamma_tag(g), train, val, D, g, init_weights), solver) for g in gammas]}
         # A fixed-gamma ensemble has N members that differ only by their seed.
         seed = int(self.config["solver"]["random_seed"])
         runs["fixed"] = {g: [self.prepare("fixed_g" + gamma_tag(g), self.run_spec(
-            "seed%d" % (seed + k), "soft", train, val, g, init_weights, seed=seed + k), solver)
+            "seed%d" % (seed + k), train, val, D, g, init_weights, seed=seed + k), solver)
             for k in range(len(gammas))] for g in fixed}
         if ens.get("baseline"):
             # The hard-label baseline is the constructor itself when that was trained on this set.
             if baseline_dir is None or training.read_run(baseline_dir)["spec"]["train_lmdb"] != train:
-                baseline_dir = self.prepare("baseline", self.run_spec("hard", "hard", train, val, weights=self.weights))
+                baseline_dir = self.prepare("baseline", self.run_spec("hard", train, val, weights=self.weights))
             runs["baseline"] = baseline_dir
         self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] +
                    ([runs["baseline"]] if ens.get("baseline") else []))
@@ -269,6 +287,7 @@ class Experiment:
             with open(tmp, "w") as handle:
                 json.dump({"members": self.members(runs["ensemble"]), "fusion": ens["fusion"],
                            "mean_value": self.config["net"]["mean_value"],
+                           "input_scale": self.config["net"]["input_scale"],
                            "input_size": self.config["net"]["input_size"],
                            "grayscale": self.config["data"]["format"] in ("fer2013", "ferplus")},
                           handle, indent=2)

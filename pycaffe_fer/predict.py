@@ -102,7 +102,7 @@ def predict(run_root, inputs, detect=True, gpu=None, batch_size=16):
                 images.append(net_input(image, int(spec["input_size"]), spec["grayscale"]))
             yield np.stack(images), np.zeros(len(images), dtype=int)
 
-    scores, _ = ensemble.forward_scores(nets, batches(), spec["mean_value"])
+    scores, _ = ensemble.forward_scores(nets, batches(), spec["mean_value"], spec["input_scale"])
     fused = ensemble.fuse(scores, spec["fusion"])
     probabilities = ensemble.softmax(fused) if spec["fusion"] == "score" else fused
     return [(path, CLASSES[int(p.argmax())], p) for path, p in zip(paths, probabilities)]

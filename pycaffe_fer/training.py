@@ -29,6 +29,7 @@ from . import templates
 from .atomic import atomic_path
 from .errors import InputError, run_cli
 from .lmdb_io import lmdb_count
+from .weights import copy_weights, describe
 
 RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
@@ -179,6 +180,7 @@ def train(run_dir, gpu=None, log=None):
     else:
         caffe.set_mode_gpu()
         caffe.set_device(int(gpu))
+    resuming = True
     try:
         while True:
             snapshots = _whole_snapshots(run_dir)
@@ -188,10 +190,10 @@ def train(run_dir, gpu=None, log=None):
             solver = caffe.SGDSolver(os.path.join(run_dir, "solver.prototxt"))
             if start:
                 solver.restore(snapshots[start][1])
-                say("resumed from iteration %d" % start)
+                if resuming:
+                    say("resumed from iteration %d" % start)
             elif spec.get("weights"):
-                solver.net.copy_from(spec["weights"])
-                say("initialised from %s" % spec["weights"])
+                say("initialised from %s: %s" % (spec["weights"], describe(copy_weights(solver.net, spec["weights"]))))
             caffe.set_random_seed(_segment_seed(spec["seed"], start))
             _skip_batches(solver.net, start, batch_size, records)
             end = min(start + segment, max_iter)
@@ -213,6 +215,7 @@ def train(run_dir, gpu=None, log=None):
             say("iter %d  validation accuracy %.4f" % (solver.iter, _validation_accuracy(run_dir, solver, test_iter)))
             open(os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % solver.iter), "w").close()
             del solver
+            resuming = False
     except TrainingError as error:
         write_run(run_dir, dict(run, status="failed", error=str(error)))
         say("FAILED: %s" % error)
