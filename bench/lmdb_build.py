@@ -152,14 +152,16 @@ def main():
                 shutil.rmtree(out)
         print("%d images, %dx%d JPEG -> %dx%dx3 LMDB, %d cores, best of %d runs each"
               % (args.images, args.source_size, args.source_size, args.size, args.size, default_workers(), args.repeat))
-        best = {}
+        best, median = {}, {}
         for name, measured in results.items():
-            seconds = min(m[0] for m in measured)
-            best[name] = args.images / seconds
+            best[name] = min(m[0] for m in measured)
+            median[name] = sorted(m[0] for m in measured)[len(measured) // 2]
             print("  %-20s %7.0f images/s  (%5.1f s; median %5.1f s)  CPU %4.2f ms/image  peak memory %4.0f MiB"
-                  % (name, best[name], seconds, sorted(m[0] for m in measured)[len(measured) // 2],
+                  % (name, args.images / best[name], best[name], median[name],
                      1000 * min(m[2] for m in measured) / args.images, max(m[1] for m in measured)))
-        print("  ratio                %7.2fx" % (best["tools/make_lmdb.py"] / best["convert_imageset"]))
+        print("  ratio                %7.2fx  (of the medians: %.2fx)"
+              % (best["convert_imageset"] / best["tools/make_lmdb.py"],
+                 median["convert_imageset"] / median["tools/make_lmdb.py"]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
