@@ -3,10 +3,12 @@ of the seven expressions, written in the layouts of the real datasets.
 
 An image's expression parameters (brow height and tilt, eye openness, mouth curve, openness and
 width, nose wrinkle) are the mixture-weighted average of the classes' prototypes plus individual
-variation; its label is the mixture's dominant class. The minor weights go mostly to the classes
-real data confuses (fear with surprise and sadness, disgust with anger, sadness with neutral), so
-the classes overlap the way real ones do, and the mean mixture of each class is the true soft-label
-matrix (``true_soft_labels``) against which a constructed D can be compared. Identity (face shape,
+variation; its label is one annotator's vote, drawn from the mixture (mostly the dominant class,
+otherwise one of the mixed-in ones, as with real annotators). The minor weights go mostly to the
+classes real data confuses (fear with surprise and sadness, disgust with anger, sadness with
+neutral), so the classes overlap the way real ones do. The mean mixture of the images labelled j is
+the true soft label of class j (``true_soft_labels``): it is what the constructor's fusion (eqs. 2-3)
+of a well-calibrated classifier's predictions estimates, so a constructed D can be compared with it. Identity (face shape,
 skin tone, hair) and nuisances (pose, lighting, noise, blur, occlusion, glasses) vary per image but
 leave the expression features (mouth, brows, eyes) visible at 48 x 48.
 
@@ -35,7 +37,7 @@ PARAMETERS = ("brow_raise", "brow_tilt", "eye_open", "mouth_curve", "mouth_open"
 PROTOTYPES = np.array([
     # raise  tilt  eye   curve  open  width  wrinkle
     [-0.9, -1.0, 0.60, -0.45, 0.10, 0.45, 0.35],   # AN
-    [-0.5, -0.5, 0.20, -0.65, 0.25, 0.60, 1.00],   # DI
+    [-0.3, -0.3, 0.05, -0.80, 0.50, 0.90, 1.00],   # DI: squint, wrinkled nose, wide raised lip
     [0.80, 0.80, 1.00, -0.35, 0.55, 0.90, 0.00],   # FE
     [0.10, 0.00, 0.35, 1.00, 0.45, 1.00, 0.00],    # HA
     [0.00, 0.90, 0.35, -0.80, 0.00, 0.55, 0.00],   # SA
@@ -54,7 +56,7 @@ AFFINITY = np.array([
     [0.13, 0.02, 0.07, 0.13, 0.55, 0.10, 0.00],    # NE: sadness
 ])
 # Class frequencies: FER-2013's imbalance, with disgust less rare so a small set still holds some.
-CLASS_PRIOR = np.array([0.13, 0.05, 0.13, 0.23, 0.16, 0.11, 0.19])
+CLASS_PRIOR = np.array([0.13, 0.08, 0.13, 0.20, 0.16, 0.11, 0.19])
 DOMINANT_WEIGHT = (0.42, 0.9)   # range of the dominant class's weight (kept the largest)
 INDIVIDUAL_SD = 0.08            # per-parameter variation between faces of one mixture
 CANVAS = 192                    # faces are drawn at this size, then area-resized
@@ -67,7 +69,9 @@ SFEW_FOLDERS = {0: "Angry", 1: "Disgust", 2: "Fear", 3: "Happy", 4: "Sad", 5: "S
 # FER+ vote columns after Usage and Image name: (canonical label or None, name).
 FERPLUS_COLUMNS = ((6, "neutral"), (3, "happiness"), (5, "surprise"), (4, "sadness"), (0, "anger"),
                    (1, "disgust"), (2, "fear"), (None, "contempt"), (None, "unknown"))
-FERPLUS_NON_FACE = 0.01         # fraction of FER+ rows marked "not a face" (NF = 10)
+# FER+ marks a few rows "not a face" (NF = 10, no votes): here every 60th, so that every split of
+# 60 rows or more has one, whatever the seed.
+FERPLUS_NON_FACE_EVERY = 60
 
 
 def class_counts(n):
@@ -230,21 +234,23 @@ def render(rng, mixture, size, gray):
 
 
 def _draw(task):
-    """(mixture, image) of one image of a stream, from its own generator."""
-    seed, stream, index, label, size, gray = task
+    """(label, mixture, image) of one image of a stream, from its own generator."""
+    seed, stream, index, dominant, size, gray = task
     rng = np.random.default_rng([seed, stream, index])
-    mixture = sample_mixture(rng, label)
-    return mixture, render(rng, mixture, size, gray)
+    mixture = sample_mixture(rng, dominant)
+    image = render(rng, mixture, size, gray)
+    return int(rng.choice(NUM_CLASSES, p=mixture / mixture.sum())), mixture, image
 
 
 def draw_split(seed, layout, split, n, size, gray, pool=None):
-    """Yield (index, label, mixture, image) for the n images of a (layout, split) stream, in order."""
+    """Yield (index, label, mixture, image) for the n images of a (layout, split) stream, in order;
+    the dominant classes of the mixtures follow CLASS_PRIOR, the labels are votes drawn from them."""
     stream = _STREAMS[layout, split]
-    labels = np.random.default_rng([seed, stream]).permutation(np.repeat(np.arange(NUM_CLASSES), class_counts(n)))
-    tasks = [(seed, stream, index, int(label), size, gray) for index, label in enumerate(labels)]
+    dominant = np.random.default_rng([seed, stream]).permutation(np.repeat(np.arange(NUM_CLASSES), class_counts(n)))
+    tasks = [(seed, stream, index, int(d), size, gray) for index, d in enumerate(dominant)]
     results = pool.imap(_draw, tasks, 32) if pool else map(_draw, tasks)
-    for task, (mixture, image) in zip(tasks, results):
-        yield task[2], task[3], mixture, image
+    for task, (label, mixture, image) in zip(tasks, results):
+        yield task[2], label, mixture, image
 
 
 def true_soft_labels(mixtures, labels):
@@ -256,34 +262,32 @@ def true_soft_labels(mixtures, labels):
 
 
 def read_mixtures(path, split=None):
-    """(keys, N x 7 mixtures) of a ``*_mixtures.csv`` written here, all rows or those of ``split``.
-
-    Keys are the readers' source keys, so they match the ``%08d_<key>`` LMDB keys; the label of an
-    image is its mixture's argmax.
-    """
+    """(keys, labels, N x 7 mixtures) of a ``*_mixtures.csv`` written here, all rows or those of
+    ``split``. Keys are the readers' source keys, so they match the ``%08d_<key>`` LMDB keys."""
     with open(path, newline="") as handle:
         rows = [row for row in list(csv.reader(handle))[1:] if split is None or row[1] == split]
-    return [row[0] for row in rows], np.array([[float(v) for v in row[2:]] for row in rows]).reshape(-1, NUM_CLASSES)
+    return ([row[0] for row in rows], np.array([int(row[2]) for row in rows], dtype=int),
+            np.array([[float(v) for v in row[3:]] for row in rows]).reshape(-1, NUM_CLASSES))
 
 
 def true_soft_labels_of(source, split):
     """The true soft-label matrix of a split of the synthetic fer2013.csv (or fer2013new.csv) ``source``."""
-    _, mixtures = read_mixtures(os.path.join(os.path.dirname(os.path.abspath(source)), "fer2013_mixtures.csv"), split)
-    return true_soft_labels(mixtures, mixtures.argmax(axis=1))
+    _, labels, mixtures = read_mixtures(os.path.join(os.path.dirname(os.path.abspath(source)), "fer2013_mixtures.csv"), split)
+    return true_soft_labels(mixtures, labels)
 
 
 def _write_mixtures(path, rows):
-    """``rows``: (key, split, mixture) per image."""
+    """``rows``: (key, split, label, mixture) per image."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("key", "split") + CLASSES)
-        for key, split, mixture in rows:
-            writer.writerow([key, split] + ["%.6f" % w for w in mixture])
+        writer.writerow(("key", "split", "label") + CLASSES)
+        for key, split, label, mixture in rows:
+            writer.writerow([key, split, label] + ["%.6f" % w for w in mixture])
 
 
 def write_fer2013(out, seed, sizes, pool=None):
     """fer2013.csv in the FER-2013 format (Training, then PublicTest, then PrivateTest rows) and
-    fer2013_mixtures.csv; returns (key, split, mixture) of each row."""
+    fer2013_mixtures.csv; returns (key, split, label, mixture) of each row."""
     rows = []
     with atomic_path(os.path.join(out, "fer2013.csv")) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -292,7 +296,7 @@ def write_fer2013(out, seed, sizes, pool=None):
             for _, label, mixture, image in draw_split(seed, "fer2013", split, sizes[split], 48, True, pool):
                 pixels = " ".join(map(str, image.ravel().tolist()))
                 handle.write('%d,"%s",%s\n' % (label, pixels, USAGE_OF_SPLIT[split]))
-                rows.append((row_key(len(rows)), split, mixture))
+                rows.append((row_key(len(rows)), split, label, mixture))
     _write_mixtures(os.path.join(out, "fer2013_mixtures.csv"), rows)
     return rows
 
@@ -304,9 +308,9 @@ def write_ferplus(out, seed, fer_rows):
     with atomic_path(os.path.join(out, "fer2013new.csv")) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(("Usage", "Image name") + tuple(name for _, name in FERPLUS_COLUMNS) + ("NF",))
-        for index, (_, split, mixture) in enumerate(fer_rows):
+        for index, (_, split, _, mixture) in enumerate(fer_rows):
             usage = USAGE_OF_SPLIT[split]
-            if rng.random() < FERPLUS_NON_FACE:
+            if index % FERPLUS_NON_FACE_EVERY == FERPLUS_NON_FACE_EVERY // 2:
                 writer.writerow([usage, ""] + [0] * len(FERPLUS_COLUMNS) + [10])
                 continue
             probs = np.array([0.92 * mixture[label] if label is not None else 0.04 for label, _ in FERPLUS_COLUMNS])
@@ -331,7 +335,7 @@ def write_raf(out, seed, sizes, pool=None):
                             cv2.resize(image, (100, 100), interpolation=cv2.INTER_AREA),
                             [cv2.IMWRITE_JPEG_QUALITY, 92])
                 lines.append("%s.jpg %d\n" % (stem, canonical_to_raf[label]))
-                rows.append((stem, split, mixture))
+                rows.append((stem, split, label, mixture))
         with open(os.path.join(tmp, "basic", "EmoLabel", "list_patition_label.txt"), "w") as handle:
             handle.writelines(sorted(lines))
     _write_mixtures(os.path.join(out, "raf_mixtures.csv"), rows)
@@ -347,7 +351,7 @@ def write_sfew(out, seed, sizes, pool=None):
                 os.makedirs(folder, exist_ok=True)
                 stem = "Synth%s_%09d_%08d" % (top, index // 8, index % 8 + 1)
                 cv2.imwrite(os.path.join(folder, stem + ".png"), image)
-                rows.append(("%s/%s" % (SFEW_FOLDERS[label], stem), split, mixture))
+                rows.append(("%s/%s" % (SFEW_FOLDERS[label], stem), split, label, mixture))
     _write_mixtures(os.path.join(out, "sfew_mixtures.csv"), rows)
 
 

@@ -32,8 +32,8 @@ def synth(tmp_path_factory):
 
 def true_labels(synth, layout, split):
     """{source key: true canonical label} of a layout's split, from the synthetic set's mixtures."""
-    keys, mixtures = read_mixtures(synth / ("%s_mixtures.csv" % layout), split)
-    return dict(zip(keys, mixtures.argmax(axis=1).tolist()))
+    keys, labels, _ = read_mixtures(synth / ("%s_mixtures.csv" % layout), split)
+    return dict(zip(keys, labels.tolist()))
 
 
 def load_tool(name):

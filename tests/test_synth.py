@@ -27,14 +27,17 @@ def test_fer2013_csv_is_in_the_fer2013_format(synth):
     usages = [row[2] for row in rows]
     # Training rows first, then PublicTest, then PrivateTest, as in the original file.
     assert usages == ["Training"] * SMALL["train"] + ["PublicTest"] * SMALL["val"] + ["PrivateTest"] * SMALL["test"]
-    keys, mixtures = read_mixtures(synth / "fer2013_mixtures.csv")
+    keys, labels, mixtures = read_mixtures(synth / "fer2013_mixtures.csv")
     assert keys == ["fer%07d" % i for i in range(len(rows))]
-    for line, (emotion, pixels, _), mixture in zip(lines[1:], rows, mixtures):
+    for line, (emotion, pixels, _), label, mixture in zip(lines[1:], rows, labels, mixtures):
         assert line.startswith('%s,"' % emotion)   # the pixels field is quoted
         values = [int(v) for v in pixels.split(" ")]
         assert len(values) == 48 * 48 and 0 <= min(values) and max(values) <= 255
-        assert int(emotion) == mixture.argmax()     # the label is the dominant expression
+        assert int(emotion) == label and mixture[label] > 0   # a vote for an expression in the face
     assert np.allclose(mixtures.sum(axis=1), 1, atol=1e-5)
+    # Mostly the dominant expression, but not always: labels are as ambiguous as the faces.
+    agreement = np.mean(labels == mixtures.argmax(axis=1))
+    assert 0.5 < agreement < 0.9
     assert set(int(row[0]) for row in rows[:SMALL["train"]]) == set(range(NUM_CLASSES))
 
 
@@ -48,8 +51,8 @@ def test_faces_vary_and_are_not_blank(synth):
 def test_raf_and_sfew_layouts(synth):
     basic = synth / "raf" / "basic"
     lines = (basic / "EmoLabel" / "list_patition_label.txt").read_text().splitlines()
-    keys, mixtures = read_mixtures(synth / "raf_mixtures.csv")
-    truth = dict(zip(keys, mixtures.argmax(axis=1)))
+    keys, labels, _ = read_mixtures(synth / "raf_mixtures.csv")
+    truth = dict(zip(keys, labels))
     assert len(lines) == len(keys) == 14 + 7
     for line in lines:
         name, raf_label = line.split()
@@ -60,11 +63,11 @@ def test_raf_and_sfew_layouts(synth):
         aligned = cv2.imread(str(basic / "Image" / "aligned" / (stem + "_aligned.jpg")), cv2.IMREAD_UNCHANGED)
         assert aligned.shape == (100, 100, 3)
         assert (basic / "Image" / "original" / name).is_file()
-    keys, mixtures = read_mixtures(synth / "sfew_mixtures.csv", "val")
+    keys, labels, _ = read_mixtures(synth / "sfew_mixtures.csv", "val")
     assert len(keys) == 7
-    for key, mixture in zip(keys, mixtures):
+    for key, label in zip(keys, labels):
         folder, stem = key.split("/")
-        assert folder == SFEW_FOLDERS[mixture.argmax()]
+        assert folder == SFEW_FOLDERS[label]
         image = cv2.imread(str(synth / "sfew" / "Val" / "Val_Aligned_Faces" / folder / (stem + ".png")))
         assert image.shape == (100, 100, 3)
 
@@ -97,8 +100,8 @@ def test_same_seed_same_bytes_other_seed_other_faces(tmp_path):
 
 def test_true_soft_labels_carry_the_confusions_of_real_data(synth):
     D = true_soft_labels_of(str(synth / "fer2013.csv"), "train")
-    keys, mixtures = read_mixtures(synth / "fer2013_mixtures.csv", "train")
-    assert np.allclose(D, true_soft_labels(mixtures, mixtures.argmax(axis=1)))
+    keys, labels, mixtures = read_mixtures(synth / "fer2013_mixtures.csv", "train")
+    assert np.allclose(D, true_soft_labels(mixtures, labels))
     assert np.allclose(D.sum(axis=1), 1)
     assert (D.argmax(axis=1) == np.arange(NUM_CLASSES)).all()
     runner_up = {CLASSES[j]: CLASSES[np.argsort(D[j])[-2]] for j in range(NUM_CLASSES)}
