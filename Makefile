@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) tools/run_experiment.py --config configs/demo.yaml
+	$(PY) tools/run_experiment.py --config configs/demo.yaml --jobs 2
 
 clean-venv:
 	rm -rf $(VENV)

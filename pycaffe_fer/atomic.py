@@ -35,8 +35,8 @@ def atomic_path(target, is_dir=False, replace=True):
         os.close(fd)
     try:
         yield tmp
-        if not is_dir:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        # mkstemp/mkdtemp create 0600/0700: give the result the usual mode.
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())
         if is_dir and os.path.isdir(target):
             # A directory cannot be renamed over a non-empty one: move the old one aside first.
             old = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old-", dir=parent)

@@ -19,10 +19,10 @@ import numpy as np
 from . import ensemble as ensemble_eq
 from . import report, softlabel, synth, training
 from .atomic import atomic_path
-from .classes import NUM_CLASSES
+from .classes import CLASSES, NUM_CLASSES
 from .datasets import open_dataset, stratified_split, with_mirror_copies
 from .errors import InputError
-from .lmdb_build import build_image_lmdb, write_soft_lmdb
+from .lmdb_build import build_image_lmdb, soft_lmdb_path, write_soft_lmdb
 from .lmdb_io import datum_array, read_lmdb, read_manifest
 from .softlabel import gamma_tag
 
@@ -85,9 +85,8 @@ class Experiment:
     def path(self, *parts):
         return os.path.join(self.out, *parts)
 
-    def lmdb(self, name, gamma=None):
-        path = self.path("lmdb", "%s_lmdb" % name)
-        return path if gamma is None else "%s_soft_g%s" % (path, gamma_tag(gamma))
+    def lmdb(self, name):
+        return self.path("lmdb", "%s_lmdb" % name)
 
     def stage(self, title):
         self.log("== %s ==" % title)
@@ -171,8 +170,8 @@ class Experiment:
                 "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights,
                 "seed": int(self.config["solver"]["random_seed"] if seed is None else seed)}
         if D is not None:
-            spec["train_soft_lmdb"] = "%s_soft_g%s" % (train, gamma_tag(gamma))
-            spec["val_soft_lmdb"] = "%s_soft_g%s" % (val, gamma_tag(gamma))
+            spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma)
+            spec["val_soft_lmdb"] = soft_lmdb_path(val, gamma)
             spec["softlabels"] = fingerprint(softlabel.perturb(D, gamma))
         return spec
 
@@ -208,17 +207,19 @@ class Experiment:
         self.train([run_dir])
         (val_scores,), val_labels = self.scores(lmdbs["constructor_val"], [run_dir])
         D = softlabel.construct(ensemble_eq.softmax(val_scores), val_labels, NUM_CLASSES)
-        off = softlabel.off_diagonal_rows(D)
+        off = ", ".join("%s (argmax %s)" % (CLASSES[j], CLASSES[k]) for j, k in softlabel.off_diagonal_rows(D))
         if off and not constructor.get("allow_off_diagonal"):
             raise InputError("constructed soft labels break the paper's condition j = argmax_k d_jk for %s; "
-                             "train the constructor longer or set constructor.allow_off_diagonal=true"
-                             % ", ".join("%s (argmax %s)" % (report.CLASSES[j], report.CLASSES[k]) for j, k in off))
+                             "train the constructor longer or set constructor.allow_off_diagonal=true" % off)
         softlabel.save_matrix(D, self.path("softlabels"))
         self.log("soft labels (Table 1 layout), saved as %s.{npy,csv}:\n%s"
                  % (self.path("softlabels"), report.matrix_text(D)))
+        if off:
+            self.log("warning: the maximum of some rows is off the diagonal: %s (going on: "
+                     "constructor.allow_off_diagonal)" % off)
         info = {"source": "constructed: hard-label net trained on `%s`, fused on `%s` (%d images)"
                 % (constructor["train"], constructor["val"], len(val_labels)),
-                "val_accuracy": report.accuracy(val_labels, val_scores.argmax(axis=1))}
+                "val_accuracy": report.accuracy(val_labels, val_scores.argmax(axis=1)), "off_diagonal": off}
         return D, info, run_dir
 
     def soft_lmdbs(self, D, image_lmdbs, gammas):
@@ -226,7 +227,7 @@ class Experiment:
         holds these soft labels and rewritten if D has changed since."""
         for image_lmdb in image_lmdbs:
             for gamma in gammas:
-                out = "%s_soft_g%s" % (image_lmdb, gamma_tag(gamma))
+                out = soft_lmdb_path(image_lmdb, gamma)
                 rows = softlabel.perturb(D, gamma)
                 if os.path.isdir(out) and np.allclose(read_manifest(out)["soft_labels"], rows, rtol=0, atol=1e-12):
                     continue

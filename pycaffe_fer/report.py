@@ -115,6 +115,10 @@ def write_report(run_root, results, paper_key):
     plot_matrix(D, os.path.join(run_root, "softlabels.png"), "soft labels D (row = true class)", "%.2f")
     out += ["Source: %s." % results["softlabels"]["source"], "", matrix_markdown(D, "ours", "%.4f"), "",
             "![soft labels](softlabels.png)", ""]
+    if results["softlabels"].get("off_diagonal"):
+        out += ["**The paper's condition j = argmax_k d_jk fails** for %s: those classes' soft labels name "
+                "another class first (kept because constructor.allow_off_diagonal is set)."
+                % results["softlabels"]["off_diagonal"], ""]
     constructor = results.get("constructor")
     if constructor:
         out += ["Constructor (hard labels): validation accuracy %.2f%%, test accuracy %.2f%% "
@@ -126,7 +130,7 @@ def write_report(run_root, results, paper_key):
     truth = results.get("true_softlabels")
     if truth is not None:
         truth = np.asarray(truth)
-        out += ["The synthetic set's **true** soft labels (mean mixture weights of each class's images):", "",
+        out += ["The synthetic set's **true** soft labels (row j: the mean expression mixture of the images labelled j):", "",
                 matrix_markdown(truth, "truth", "%.4f"), "",
                 "Distance of the constructed D from the truth: mean absolute difference %.4f, largest %.4f; "
                 "mean total-variation distance per row %.4f." % (
