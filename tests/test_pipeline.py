@@ -177,3 +177,42 @@ def test_predict_prints_label_and_probabilities_per_image(experiment, tmp_path):
                                         stdout=subprocess.PIPE, universal_newlines=True).stdout)
     assert [item["image"] for item in as_json] == paths
     assert [item["label"] for item in as_json] == [line.split()[1] for line in lines]
+
+
+def test_sfew_protocol_data_mirrors_then_holds_out_a_fifth(tmp_path):
+    from pycaffe_fer.lmdb_io import lmdb_keys, read_manifest
+    from pycaffe_fer.synth import write_synthetic_set
+    write_synthetic_set(str(tmp_path / "synth"), seed=1, train=700, val=140, test=140, layouts=["sfew"], workers=1)
+    config = load_config("sfew", ["net.input_size=24", "constructor.softlabels=%s" % (REPO + "/configs/paper_softlabels_table1.csv")])
+    experiment = Experiment(config, str(tmp_path / "out"), data=str(tmp_path / "synth" / "sfew"), log=lambda line: None)
+    lmdbs = experiment.prepare_data()
+    assert sorted(lmdbs) == ["ensemble_train", "ensemble_val", "investigation_train", "investigation_val", "test"]
+    train = read_manifest(lmdbs["ensemble_train"])
+    rest, held = read_manifest(lmdbs["investigation_train"]), read_manifest(lmdbs["investigation_val"])
+    images = 70                                                # SFEW layouts hold a tenth of `train`
+    assert train["count"] == 96                                # 70 padded to two batches of 48
+    # A fifth of the images (rounded per class) held out, each with its mirror copy beside it.
+    assert abs(held["count"] - 0.2 * 2 * images) <= 7 * 2
+    held_keys = [key.decode().split("_", 1)[1] for key in lmdb_keys(lmdbs["investigation_val"])]
+    originals = [key for key in held_keys if not key.endswith("_mirror")]
+    assert sorted(held_keys) == sorted(originals + [key + "_mirror" for key in originals])
+    assert rest["count"] % 48 == 0 and rest["count"] >= 2 * images - held["count"]
+    assert lmdbs["ensemble_val"] == lmdbs["test"]              # SFEW reports on Val
+
+
+def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
+    import cv2
+    from pycaffe_fer import predict, synth
+    detector = cv2.CascadeClassifier(predict.cascade_path())
+    mixture = np.eye(7)[3]
+    face = synth.render(np.random.default_rng(1), mixture, 160, False)
+    small = synth.render(np.random.default_rng(2), mixture, 60, False)
+    scene = np.full((480, 640, 3), 90, np.uint8)
+    scene[100:260, 300:460] = face
+    scene[350:410, 40:100] = small                           # a smaller face: not the one kept
+    crop = predict.crop_face(scene, detector)
+    assert 160 <= crop.shape[0] < 400 and crop.shape[0] == crop.shape[1]    # the face and a margin
+    # The crop holds the large face: it matches the pasted pixels at the face's place in it.
+    match = cv2.matchTemplate(crop, face, cv2.TM_SQDIFF_NORMED)
+    assert match.min() < 1e-6
+    assert predict.crop_face(face, detector) is face         # already a face crop: kept whole
