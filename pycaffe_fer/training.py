@@ -18,6 +18,7 @@ import concurrent.futures
 import json
 import math
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -99,15 +100,19 @@ def prepare_run(run_dir, config, spec):
 
 def _whole_snapshots(run_dir):
     """{iteration: (caffemodel, solverstate)} of the snapshots whose writing completed."""
-    folder = os.path.join(run_dir, SNAPSHOT_DIR)
     name = read_run(run_dir)["spec"]["name"]
     found = {}
-    for entry in os.listdir(folder):
+    for entry in os.listdir(os.path.join(run_dir, SNAPSHOT_DIR)):
         if entry.endswith(".done"):
             iteration = int(entry[:-5])
-            prefix = os.path.join(folder, "%s_iter_%d" % (name, iteration))
+            prefix = _snapshot_prefix(run_dir, name, iteration)
             found[iteration] = (prefix + ".caffemodel", prefix + ".solverstate")
     return found
+
+
+def _snapshot_prefix(run_dir, name, iteration):
+    """Where Caffe's snapshot at `iteration` goes (SGDSolver appends .caffemodel / .solverstate)."""
+    return os.path.join(run_dir, SNAPSHOT_DIR, "%s_iter_%d" % (name, iteration))
 
 
 def _data_layer_span(net):
@@ -210,8 +215,8 @@ def train(run_dir, gpu=None, log=None):
                     say("iter %d/%d  loss %.4f  lr %g  %.2f it/s  ETA %s" % (
                         solver.iter, max_iter, np.mean(losses[-display:]), solver.lr, speed,
                         _format_eta((max_iter - solver.iter) / speed)))
-            if solver.iter % segment != 0:      # step() snapshots only at multiples of `snapshot`
-                solver.snapshot()
+            if not os.path.exists(_snapshot_prefix(run_dir, spec["name"], solver.iter) + ".solverstate"):
+                solver.snapshot()                # step() snapshots only at multiples of `snapshot`
             say("iter %d  validation accuracy %.4f" % (solver.iter, _validation_accuracy(run_dir, solver, test_iter)))
             open(os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % solver.iter), "w").close()
             del solver
@@ -238,20 +243,28 @@ def train_all(run_dirs, jobs=1, gpus=None, log=print):
     if not gpus and jobs > 1 and "OPENBLAS_NUM_THREADS" not in env:
         env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     lock = threading.Lock()
+    free_gpus = queue.Queue()
+    for gpu in gpus or []:
+        free_gpus.put(gpu)
 
-    def train_in_process(index, run_dir):
+    def train_in_process(run_dir):
         command = [sys.executable, "-u", "-m", "pycaffe_fer.training", run_dir]
-        if gpus:
-            command += ["--gpu", str(gpus[index % len(gpus)])]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   universal_newlines=True)
-        for line in process.stdout:
-            with lock:
-                log(line.rstrip("\n"))
-        return process.wait() == 0
+        gpu = free_gpus.get() if gpus else None       # a GPU no other run holds
+        if gpu is not None:
+            command += ["--gpu", str(gpu)]
+        try:
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       universal_newlines=True)
+            for line in process.stdout:
+                with lock:
+                    log(line.rstrip("\n"))
+            return process.wait() == 0
+        finally:
+            if gpu is not None:
+                free_gpus.put(gpu)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(train_in_process, range(len(pending)), pending))
+        results = list(pool.map(train_in_process, pending))
     failed = [run_dir for run_dir, ok in zip(pending, results) if not ok]
     if failed:
         raise TrainingError("training failed in %s (see train.log there)" % ", ".join(failed))
