@@ -38,7 +38,7 @@ def experiment(tmp_path_factory):
     """One full run of every stage, and a second call that must find everything done."""
     out = str(tmp_path_factory.mktemp("experiment"))
     lines = []
-    Experiment(tiny_config(), out, log=lines.append).run()
+    Experiment(tiny_config(), out, jobs=2, log=lines.append).run()     # two runs at a time
     again = []
     Experiment(tiny_config(), out, log=again.append).run()
     return out, lines, again
