@@ -39,9 +39,17 @@ if [ -z "$base_python" ] && [ -n "${CONDA_PREFIX:-}" ] && "$CONDA_PREFIX/bin/pyt
 fi
 if [ -n "$base_python" ]; then
   "$base_python" -c 'import caffe' || { say "PYCAFFE_FER_PYTHON=$base_python cannot import caffe"; exit 1; }
+  # The KL loss is a Python layer: a Caffe built without WITH_PYTHON_LAYER cannot train the method.
+  "$base_python" -c 'import caffe, sys; sys.exit("Python" not in caffe.layer_type_list())' ||
+    { say "the Caffe of $base_python has no Python layer (built without BUILD_python_layer); unset PYCAFFE_FER_PYTHON / deactivate it to let make setup build one"; exit 1; }
   say "using the existing Caffe of $base_python"
-  caffe_bin="$(dirname "$base_python")/caffe"
-  [ -x "$caffe_bin" ] || caffe_bin="$(command -v caffe || true)"
+  # The caffe binary beside that Python, else on PATH; never this venv's own wrapper.
+  caffe_bin=""
+  for candidate in "$(dirname "$base_python")/caffe" "$(command -v caffe || true)"; do
+    if [ -x "$candidate" ] && [ "$(readlink -f "$candidate")" != "$(readlink -f "$VENV/bin/caffe")" ]; then
+      caffe_bin="$candidate"; break
+    fi
+  done
   [ -n "$caffe_bin" ] || { say "found pycaffe but no caffe binary next to $base_python or on PATH"; exit 1; }
 else
   base_python=/usr/bin/python3
