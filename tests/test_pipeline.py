@@ -216,3 +216,12 @@ def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
     match = cv2.matchTemplate(crop, face, cv2.TM_SQDIFF_NORMED)
     assert match.min() < 1e-6
     assert predict.crop_face(face, detector) is face         # already a face crop: kept whole
+
+
+def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"constructor.init: weights\): pass --weights"):
+        Experiment(load_config("fer2013"), str(out), data=str(tmp_path)).run()
+    with pytest.raises(InputError, match=r"runs/fer2013/softlabels.npy: no such soft-label file"):
+        Experiment(load_config("raf", ["ensemble.init=scratch"]), str(out), data=str(tmp_path)).run()
+    assert not out.exists()
