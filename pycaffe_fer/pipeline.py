@@ -329,11 +329,13 @@ class Experiment:
     # ---- all stages --------------------------------------------------------------------------------
     def run(self):
         # The constructor trains only when no soft-label file is given.
-        trained = ["ensemble"] + ([] if self.config["constructor"].get("softlabels") else ["constructor"])
+        trained = ([] if self.config["constructor"].get("softlabels") else ["constructor"]) + ["ensemble"]
         wanting = [section for section in trained if self.config[section].get("init") == "weights"]
         if wanting and not self.weights:
-            raise InputError("config %s starts from pre-trained weights (%s.init: weights): pass --weights "
-                             "VGG_FACE.caffemodel, or --set %s.init=scratch" % (self.config["name"], wanting[0], wanting[0]))
+            raise InputError("config %s starts from pre-trained weights (%s: weights): pass --weights "
+                             "VGG_FACE.caffemodel, or %s" % (
+                                 self.config["name"], ", ".join(w + ".init" for w in wanting),
+                                 " ".join("--set %s.init=scratch" % w for w in wanting)))
         if self.config["constructor"].get("softlabels"):     # a bad D file fails now, not after the data
             softlabel.load_matrix(self.config["constructor"]["softlabels"], NUM_CLASSES)
         os.makedirs(self.out, exist_ok=True)

@@ -220,7 +220,7 @@ def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
 
 def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(InputError, match=r"constructor.init: weights\): pass --weights"):
+    with pytest.raises(InputError, match=r"\(constructor.init, ensemble.init: weights\): pass --weights"):
         Experiment(load_config("fer2013"), str(out), data=str(tmp_path)).run()
     with pytest.raises(InputError, match=r"runs/fer2013/softlabels.npy: no such soft-label file"):
         Experiment(load_config("raf", ["ensemble.init=scratch"]), str(out), data=str(tmp_path)).run()
