@@ -23,9 +23,9 @@ import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pycaffe_fer.config import load_config  # noqa: E402
-from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key  # noqa: E402
 from pycaffe_fer.ensemble import preprocess  # noqa: E402
-from pycaffe_fer.pipeline import lmdb_batches, scores_on  # noqa: E402
+from pycaffe_fer.lmdb_io import LMDBWriter, image_batches, image_datum, record_key  # noqa: E402
+from pycaffe_fer.pipeline import scores_on  # noqa: E402
 from pycaffe_fer.templates import render_deploy, write_prototxt  # noqa: E402
 
 SMALL_KNOBS = ["net.width=0.125", "net.fc_width=128", "net.input_scale=0.0078125"]
@@ -78,7 +78,7 @@ def main():
                     alone = [scores_on(lmdb, [member], net)[0][0] for member in members]
                 times[path].append(time.time() - start)
             start = time.time()
-            for images, _ in lmdb_batches(lmdb, int(net["test_batch_size"])):
+            for images, _ in image_batches(lmdb, int(net["test_batch_size"])):
                 preprocess(images, net["mean_value"], net["input_scale"])
             times["decode"].append(time.time() - start)
             for a, b in zip(together, alone):

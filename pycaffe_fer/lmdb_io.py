@@ -94,6 +94,19 @@ def read_lmdb(path):
         env.close()
 
 
+def image_batches(path, batch_size):
+    """(N x C x H x W uint8 images, labels) of an image LMDB in key order, batch by batch."""
+    images, labels = [], []
+    for _, datum in read_lmdb(path):
+        images.append(datum_array(datum))
+        labels.append(datum.label)
+        if len(images) == batch_size:
+            yield np.stack(images), np.asarray(labels)
+            images, labels = [], []
+    if images:
+        yield np.stack(images), np.asarray(labels)
+
+
 def lmdb_count(path):
     env = lmdb.open(path, readonly=True, lock=False, subdir=True)
     try:

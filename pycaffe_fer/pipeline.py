@@ -23,7 +23,7 @@ from .classes import CLASSES, NUM_CLASSES
 from .datasets import open_dataset, stratified_split, with_mirror_copies
 from .errors import InputError
 from .lmdb_build import build_image_lmdb, soft_lmdb_path, write_soft_lmdb
-from .lmdb_io import datum_array, read_lmdb, read_manifest
+from .lmdb_io import image_batches, read_manifest
 from .softlabel import gamma_tag
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -32,19 +32,6 @@ ENSEMBLE_FILE = "ensemble.json"
 def fingerprint(matrix):
     """A short hash of a soft-label matrix, to tell runs trained on different soft labels apart."""
     return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
-
-
-def lmdb_batches(path, batch_size):
-    """(N x C x H x W uint8 images, labels) of an image LMDB in key order, batch by batch."""
-    images, labels = [], []
-    for _, datum in read_lmdb(path):
-        images.append(datum_array(datum))
-        labels.append(datum.label)
-        if len(images) == batch_size:
-            yield np.stack(images), np.asarray(labels)
-            images, labels = [], []
-    if images:
-        yield np.stack(images), np.asarray(labels)
 
 
 def load_nets(members, gpu=None):
@@ -62,7 +49,7 @@ def load_nets(members, gpu=None):
 def scores_on(lmdb_path, members, net_config, gpu=None):
     """Every member's M x C fc scores on the LMDB (each image read and decoded once), and the labels;
     the images are transformed as the TEST phase's Data layer does (config ``net`` section)."""
-    return ensemble_eq.forward_scores(load_nets(members, gpu), lmdb_batches(lmdb_path, int(net_config["test_batch_size"])),
+    return ensemble_eq.forward_scores(load_nets(members, gpu), image_batches(lmdb_path, int(net_config["test_batch_size"])),
                                       net_config["mean_value"], float(net_config["input_scale"]))
 
 
