@@ -253,7 +253,9 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
                 writer.manifest = dict(fields, kind="soft", image_lmdb=os.path.abspath(out),
                                        split=dataset.split, seed=seed)
     finally:
-        pool.terminate()
+        # close, not terminate: a worker killed while it holds the result queue's lock leaves that
+        # lock taken, and the pool's task handler hangs on it. At most two windows of tasks remain.
+        pool.close()
         pool.join()
         slots.release()
     return read_manifest(out)
