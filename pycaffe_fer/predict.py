@@ -12,6 +12,7 @@ import numpy as np
 from . import ensemble
 from .classes import CLASSES
 from .errors import InputError
+from .lmdb_build import fit
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -72,13 +73,12 @@ def load_ensemble(run_root):
 
 
 def net_input(image, size, grayscale):
-    """3 x size x size uint8 BGR, as the LMDBs hold images (gray replicated when trained on gray)."""
+    """3 x size x size uint8 BGR, resized as the LMDB builder resizes (gray replicated when trained on gray)."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif grayscale:
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
-    return image.transpose(2, 0, 1)
+    return fit(image, size).transpose(2, 0, 1)
 
 
 def predict(run_root, inputs, detect=True, gpu=None, batch_size=16):
