@@ -101,11 +101,6 @@ key="$( { echo "$CAFFE_DEB_VERSION"; printf '%s\n' "${cmake_flags[@]}"; cat "$PA
 variant=cpu; [ "$cuda" = 1 ] && variant="cuda"
 ROOT="$CACHE/caffe-$variant-$key"
 if [ "$print_root" = 1 ]; then echo "$ROOT"; exit 0; fi
-if [ -f "$ROOT/.complete" ] && [ "$configure_only" = 0 ]; then
-  say "reusing Caffe in $ROOT"
-  echo "$ROOT"
-  exit 0
-fi
 
 # One build per key at a time: a second `make setup` (another checkout, CI) waits for the first.
 mkdir -p "$CACHE"
@@ -128,16 +123,7 @@ say "building Caffe ($variant) into $ROOT; the first build takes 4 to 7 minutes 
 
 # 1. Build dependencies from the machine's own release.
 if [ "$use_apt" = 1 ]; then
-  missing="$(dpkg-query -W -f='${Package} ${Status}\n' $APT_BUILD_DEPS 2>/dev/null | awk '$4 != "installed" {print $1}' || true)"
-  for p in $APT_BUILD_DEPS; do dpkg-query -W "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-  missing="$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')"
-  if [ -n "${missing// /}" ]; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    run_step "apt-get update" $SUDO apt-get update
-    run_step "apt-get install build dependencies" env DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing
-  else
-    say "build dependencies already installed"
-  fi
+  run_step "install missing build dependencies" "$HERE/apt_install_missing.sh" $APT_BUILD_DEPS
 fi
 
 # 2. Debian's caffe source package, fetched through a private apt configuration.

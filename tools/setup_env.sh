@@ -19,18 +19,6 @@ APT_PY_DEPS="python3-venv python3-pip python3-numpy python3-protobuf python3-ope
   python3-jinja2 python3-yaml python3-tqdm python3-matplotlib python3-pytest python3-skimage
   opencv-data"   # opencv-data: the Haar face cascade tools/predict.py crops faces with
 
-apt_install_missing() {
-  local missing="" p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-  done
-  [ -n "$missing" ] || return 0
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  say "installing Debian packages:$missing"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
-}
-
 caffe_python=""   # directory holding the caffe package, when we built it
 caffe_bin=""
 base_python="${PYCAFFE_FER_PYTHON:-}"
@@ -54,7 +42,7 @@ if [ -n "$base_python" ]; then
 else
   base_python=/usr/bin/python3
   command -v apt-get >/dev/null || { say "no apt-get here: use conda (environment.yml) or Docker, see README"; exit 1; }
-  apt_install_missing $APT_PY_DEPS
+  "$REPO/tools/apt_install_missing.sh" $APT_PY_DEPS
   # PYCAFFE_FER_CAFFE_FLAGS passes installer flags through, e.g. --cuda (the Docker image does).
   caffe_root="$("$REPO/tools/install_caffe.sh" ${PYCAFFE_FER_CAFFE_FLAGS:-} | tail -n 1)"
   # Debian's packaging installs pycaffe under lib/python3/dist-packages.
