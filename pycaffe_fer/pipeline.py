@@ -10,6 +10,8 @@
     evaluation     every net's scores on the test split, read once; eq. 7; confusion; diversity
     report         report.md with tables and PNGs beside the paper's numbers
 """
+import collections
+import functools
 import hashlib
 import json
 import os
@@ -62,6 +64,7 @@ class Experiment:
         self.data = data
         self.weights = os.path.abspath(weights) if weights else None
         self.gpus = gpus
+        self.eval_gpu = gpus[0] if gpus else None    # evaluation runs in this process, on one device
         self.jobs = jobs
         self.log = log
         self.batch_size = int(config["net"]["batch_size"])
@@ -98,18 +101,20 @@ class Experiment:
         return "the embedded synthetic FER-2013-format set (%s)" % ", ".join(
             "%s=%s" % kv for kv in sorted(self.config["data"]["synthetic"].items()))
 
-    def build(self, name, dataset, pad):
-        """The image LMDB `name` from `dataset`; training sets are padded with repeats of their
-        first records to a whole number of batches, so a resumed run finds its data position fast."""
+    def build(self, name, make_dataset, pad):
+        """The image LMDB `name` of the Dataset `make_dataset()`, which is called (the source read)
+        only when the LMDB is not there yet. Training sets are padded with repeats of their first
+        records to a whole number of batches, so a resumed run finds its data position fast."""
         out = self.lmdb(name)
         size = int(self.config["net"]["input_size"])
         if os.path.isdir(out):
-            manifest = read_manifest(out)
-            if manifest["source"] != dataset.source or manifest["shape"][1:] != [size, size]:
+            manifest, source = read_manifest(out), os.path.abspath(self.source())
+            if manifest["source"] != source or manifest["shape"][1:] != [size, size]:
                 raise InputError("%s was built from %s at %s, not from %s at %dx%d: remove it or use another "
                                  "output directory" % (out, manifest["source"], "x".join(map(str, manifest["shape"][1:])),
-                                                        dataset.source, size, size))
+                                                        source, size, size))
             return out
+        dataset = make_dataset()
         samples = list(dataset)
         if pad and len(samples) % self.batch_size:
             extra = self.batch_size - len(samples) % self.batch_size
@@ -127,7 +132,7 @@ class Experiment:
             key = (split, pad)
             if key not in splits:
                 name = split + ("_train" if pad else "")
-                splits[key] = self.build(name, open_dataset(source, split, fmt), pad)
+                splits[key] = self.build(name, lambda: open_dataset(source, split, fmt), pad)
             return splits[key]
 
         constructor, inv, ens = self.config["constructor"], self.config["investigation"], self.config["ensemble"]
@@ -138,12 +143,14 @@ class Experiment:
             lmdbs["constructor_val"] = split_lmdb(constructor["val"], False)
         if inv.get("gammas"):
             if inv.get("holdout"):
-                train = open_dataset(source, inv["train"], fmt)
-                if inv.get("mirror"):
-                    train = with_mirror_copies(train)
-                rest, held = stratified_split(train, float(inv["holdout"]), int(self.config["data"].get("seed", 0)))
-                lmdbs["investigation_train"] = self.build("investigation_train", rest, True)
-                lmdbs["investigation_val"] = self.build("investigation_holdout", held, False)
+                @functools.lru_cache(maxsize=None)
+                def parts():
+                    train = open_dataset(source, inv["train"], fmt)
+                    if inv.get("mirror"):
+                        train = with_mirror_copies(train)
+                    return stratified_split(train, float(inv["holdout"]), int(self.config["data"].get("seed", 0)))
+                lmdbs["investigation_train"] = self.build("investigation_train", lambda: parts()[0], True)
+                lmdbs["investigation_val"] = self.build("investigation_holdout", lambda: parts()[1], False)
             else:
                 lmdbs["investigation_train"] = split_lmdb(inv["train"], True)
                 lmdbs["investigation_val"] = split_lmdb(inv["val"], False)
@@ -171,13 +178,15 @@ class Experiment:
         training.train_all(run_dirs, jobs=self.jobs, gpus=self.gpus, log=self.log)
 
     def members(self, run_dirs):
-        return [{"deploy": os.path.join(d, "deploy.prototxt"), "model": training.final_model(d),
-                 "name": training.read_run(d)["spec"]["name"], "gamma": training.read_run(d)["spec"]["gamma"]}
-                for d in run_dirs]
+        members = []
+        for run_dir in run_dirs:
+            spec = training.read_run(run_dir)["spec"]
+            members.append({"deploy": os.path.join(run_dir, "deploy.prototxt"), "model": training.final_model(run_dir),
+                            "name": spec["name"], "gamma": spec["gamma"]})
+        return members
 
     def scores(self, lmdb_path, run_dirs):
-        gpu = self.gpus[0] if self.gpus else None
-        return scores_on(lmdb_path, self.members(run_dirs), self.config["net"], gpu)
+        return scores_on(lmdb_path, self.members(run_dirs), self.config["net"], self.eval_gpu)
 
     # ---- constructor (eqs. 2-3) --------------------------------------------------------------
     def softlabels(self, lmdbs):
@@ -265,8 +274,10 @@ class Experiment:
             "seed%d" % (seed + k), train, val, D, g, init_weights, seed=seed + k), solver)
             for k in range(len(gammas))] for g in fixed}
         if ens.get("baseline"):
-            # The hard-label baseline is the constructor itself when that was trained on this set.
-            if baseline_dir is None or training.read_run(baseline_dir)["spec"]["train_lmdb"] != train:
+            # The hard-label baseline is the constructor itself when that was trained on this set
+            # from these weights.
+            constructor = training.read_run(baseline_dir)["spec"] if baseline_dir else None
+            if constructor is None or constructor["train_lmdb"] != train or constructor["weights"] != self.weights:
                 baseline_dir = self.prepare("baseline", self.run_spec("hard", train, val, weights=self.weights))
             runs["baseline"] = baseline_dir
         self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] +
@@ -281,33 +292,39 @@ class Experiment:
                           handle, indent=2)
         return runs
 
-    def evaluate(self, runs, lmdbs):
-        """Scores of every trained net on the test LMDB in one pass; the report's numbers."""
+    def evaluate(self, runs, lmdbs, constructor_dir):
+        """Scores of every trained net, the constructor's too, on the test LMDB in one pass; the
+        report's numbers."""
         self.stage("evaluation")
         all_dirs = runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds]
         all_dirs += [runs["baseline"]] if "baseline" in runs else []
-        scores, labels = self.scores(lmdbs["test"], all_dirs)
+        all_dirs += [constructor_dir] if constructor_dir else []
+        all_dirs = list(collections.OrderedDict.fromkeys(all_dirs))   # the baseline may be the constructor
+        members = self.members(all_dirs)
+        scores, labels = scores_on(lmdbs["test"], members, self.config["net"], self.eval_gpu)
+        accuracy = {d: report.accuracy(labels, s.argmax(axis=1)) for d, s in zip(all_dirs, scores)}
         by_dir = dict(zip(all_dirs, scores))
+        member = dict(zip(all_dirs, members))
 
         def singles(run_dirs):
-            return [{"name": training.read_run(d)["spec"]["name"], "gamma": training.read_run(d)["spec"]["gamma"],
-                     "accuracy": report.accuracy(labels, by_dir[d].argmax(axis=1))} for d in run_dirs]
+            return [{"name": member[d]["name"], "gamma": member[d]["gamma"], "accuracy": accuracy[d]} for d in run_dirs]
 
         fusion = self.config["ensemble"]["fusion"]
-        members = [by_dir[d] for d in runs["ensemble"]]
-        predictions = ensemble_eq.predict(members, fusion)
-        matrix, mean = ensemble_eq.pairwise_disagreement([s.argmax(axis=1) for s in members])
+        ensemble_scores = [by_dir[d] for d in runs["ensemble"]]
+        predictions = {f: ensemble_eq.predict(ensemble_scores, f) for f in ensemble_eq.FUSIONS}
+        matrix, mean = ensemble_eq.pairwise_disagreement([s.argmax(axis=1) for s in ensemble_scores])
+        by_fusion = {f: report.accuracy(labels, p) for f, p in predictions.items()}
         results = {"test_count": int(len(labels)), "ensemble": {
-            "fusion": fusion, "singles": singles(runs["ensemble"]),
-            "accuracy": report.accuracy(labels, predictions),
-            "probability_accuracy": report.accuracy(labels, ensemble_eq.predict(members, "probability")),
-            "score_accuracy": report.accuracy(labels, ensemble_eq.predict(members, "score")),
-            "confusion": report.confusion_percent(labels, predictions).tolist(),
+            "fusion": fusion, "singles": singles(runs["ensemble"]), "accuracy": by_fusion[fusion],
+            "accuracy_by_fusion": by_fusion,
+            "confusion": report.confusion_percent(labels, predictions[fusion]).tolist(),
             "disagreement": matrix.tolist(), "diversity": mean}}
         results["fixed_gamma"] = [{"gamma": g, "singles": singles(ds), "accuracy": report.accuracy(
             labels, ensemble_eq.predict([by_dir[d] for d in ds], fusion))} for g, ds in sorted(runs["fixed"].items())]
         if "baseline" in runs:
-            results["baseline"] = {"accuracy": report.accuracy(labels, by_dir[runs["baseline"]].argmax(axis=1))}
+            results["baseline"] = {"accuracy": accuracy[runs["baseline"]]}
+        if constructor_dir:
+            results["constructor_test_accuracy"] = accuracy[constructor_dir]
         self.log("test accuracy: ensemble %.2f%% (%s fusion), singles %s" % (
             results["ensemble"]["accuracy"], fusion,
             ", ".join("%s %.2f" % (s["name"], s["accuracy"]) for s in results["ensemble"]["singles"])))
@@ -337,14 +354,13 @@ class Experiment:
         investigation = self.investigate(D, lmdbs, init)
         gammas = investigation["selected"] if investigation else [float(g) for g in self.config["ensemble"]["gammas"]]
         runs = self.train_classifiers(D, lmdbs, gammas, init, constructor_dir)
-        results = self.evaluate(runs, lmdbs)
+        results = self.evaluate(runs, lmdbs, constructor_dir)
         results.update({"experiment": self.config["name"], "data_description": self.describe_data(),
                         "test_split": self.config["ensemble"]["test"], "investigation": investigation,
                         "softlabels": dict(softlabel_info, matrix=np.asarray(D).tolist())})
         if constructor_dir is not None:
-            (test_scores,), test_labels = self.scores(lmdbs["test"], [constructor_dir])
             results["constructor"] = {"val_accuracy": softlabel_info["val_accuracy"],
-                                      "test_accuracy": report.accuracy(test_labels, test_scores.argmax(axis=1))}
+                                      "test_accuracy": results.pop("constructor_test_accuracy")}
         if not self.data:
             results["true_softlabels"] = synth.true_soft_labels_of(self.source(), self.config["constructor"]["val"]).tolist()
         self.stage("report")

@@ -156,8 +156,8 @@ def write_report(run_root, results, paper_key):
     rows.append(["Ours, gamma perturbation (N=%d, %s fusion)" % (len(singles), ensemble["fusion"]),
                  _pct(ensemble["accuracy"]), "%s (best %s)" % (_pct(np.mean(singles)), _pct(max(singles))),
                  _pct(paper["rows"]["ensemble"].get("ensemble")), _pct(paper["rows"]["ensemble"].get("single"))])
-    rows.append(["Ours, gamma perturbation, probability fusion", _pct(ensemble["probability_accuracy"]), "",
-                 "", ""])
+    rows += [["Ours, gamma perturbation, %s fusion" % other, _pct(accuracy), "", "", ""]
+             for other, accuracy in sorted(ensemble["accuracy_by_fusion"].items()) if other != ensemble["fusion"]]
     for fixed in results.get("fixed_gamma", []):
         paper_row = paper["rows"].get("fixed_gamma_%s" % fixed["gamma"], {})
         fixed_singles = [s["accuracy"] for s in fixed["singles"]]
