@@ -2,11 +2,17 @@
 # Build BVLC Caffe (with pycaffe, Python layers, LMDB and OpenCV) from Debian's own `caffe` source
 # package, without conda and without touching the machine's apt sources.
 #
-# Usage: tools/install_caffe.sh [--cuda] [--cuda-arch "61 70 75 80 86 90"] [--jobs N]
-#                               [--configure-only] [--no-apt] [--print-root]
+# Usage: tools/install_caffe.sh [--cuda [--no-cudnn] [--cuda-arch "61 70 75 80 86 89 90"]] [--lean]
+#                               [--tests] [--jobs N] [--configure-only] [--no-apt] [--print-root]
+#
+#   --cuda        build for NVIDIA GPUs (cuDNN on; architectures: those of the list nvcc supports)
+#   --no-cudnn    with --cuda: Caffe's own CUDA kernels only
+#   --lean        no pycaffe and no OpenCV: the caffe binary alone (bench/gpu_check.sh's bundle)
+#   --tests       also build Caffe's own gtest binary (test/caffe_gtests; make caffe-check)
 #
 # The result is cached under $PYCAFFE_FER_CACHE (default ~/.cache/pycaffe_fer) in a directory keyed
 # by the source version, our patches and the build flags, so a second call returns in seconds.
+# cuDNN comes from the system (CUDNN_ROOT, the CUDA toolkit, /usr) or else NVIDIA's PyPI wheels.
 # On success the last line printed is the install root (bin/caffe, lib/, python/caffe).
 set -euo pipefail
 
@@ -25,7 +31,10 @@ APT_BUILD_DEPS="cmake g++ make dpkg-dev libboost-dev libboost-filesystem-dev lib
   python3-numpy python3-protobuf python3-skimage debian-archive-keyring"
 
 cuda=0
-cuda_arch="61 70 75 80 86 90"
+cudnn=1
+lean=0
+tests=0
+cuda_arch="61 70 75 80 86 89 90"
 jobs="$(nproc)"
 configure_only=0
 use_apt=1
@@ -33,12 +42,15 @@ print_root=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) cuda=1 ;;
+    --no-cudnn) cudnn=0 ;;
     --cuda-arch) cuda_arch="$2"; shift ;;
+    --lean) lean=1 ;;
+    --tests) tests=1 ;;
     --jobs) jobs="$2"; shift ;;
     --configure-only) configure_only=1 ;;
     --no-apt) use_apt=0 ;;
     --print-root) print_root=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install_caffe.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -85,22 +97,56 @@ if [ "$cuda" = 1 ]; then
   ptx_arch="${cuda_arch##* }"
 fi
 
-cmake_flags=(-DBUILD_python=ON -DBUILD_python_layer=ON -DUSE_LMDB=ON -DUSE_LEVELDB=OFF -DUSE_OPENCV=ON
-  -DBLAS=Open -Dpython_version=3 -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release
-  # pycaffe is for the system interpreter (make setup's venv), whatever python3 is first on PATH.
-  -DPYTHON_EXECUTABLE=/usr/bin/python3)
+cmake_flags=(-DUSE_LMDB=ON -DUSE_LEVELDB=OFF -DBLAS=Open -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release)
+if [ "$lean" = 1 ]; then
+  cmake_flags+=(-DBUILD_python=OFF -DBUILD_python_layer=OFF -DUSE_OPENCV=OFF)
+else
+  cmake_flags+=(-DBUILD_python=ON -DBUILD_python_layer=ON -DUSE_OPENCV=ON -Dpython_version=3
+    # pycaffe is for the system interpreter (make setup's venv), whatever python3 is first on PATH.
+    -DPYTHON_EXECUTABLE=/usr/bin/python3)
+fi
 if [ "$cuda" = 1 ]; then
-  cmake_flags+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF -DCUDA_ARCH_NAME=Manual
-    "-DCUDA_ARCH_BIN=$cuda_arch" "-DCUDA_ARCH_PTX=$ptx_arch")
+  cmake_flags+=(-DCPU_ONLY=OFF "-DUSE_CUDNN=$([ "$cudnn" = 1 ] && echo ON || echo OFF)" -DUSE_NCCL=OFF
+    -DCUDA_ARCH_NAME=Manual "-DCUDA_ARCH_BIN=$cuda_arch" "-DCUDA_ARCH_PTX=$ptx_arch")
 else
   cmake_flags+=(-DCPU_ONLY=ON)
 fi
 
 # The cache key: anything that changes the binaries changes the directory.
 key="$( { echo "$CAFFE_DEB_VERSION"; printf '%s\n' "${cmake_flags[@]}"; cat "$PATCH_DIR"/*.patch; } | sha256sum | cut -c1-12)"
-variant=cpu; [ "$cuda" = 1 ] && variant="cuda"
+variant=cpu
+[ "$cuda" = 1 ] && variant="cuda"
+[ "$cuda" = 1 ] && [ "$cudnn" = 1 ] && variant="cuda-cudnn"
+[ "$lean" = 1 ] && variant="$variant-lean"
 ROOT="$CACHE/caffe-$variant-$key"
 if [ "$print_root" = 1 ]; then echo "$ROOT"; exit 0; fi
+
+# make's output into the step's log, and a count of the objects it has built onto the terminal
+# (fd 3) every 10 objects, out of about 190 for Caffe (CMake's own percentage stands still
+# through the CUDA kernels).
+exec 3>&2
+make_with_progress() {
+  make -C "$1" -j"$jobs" 2>&1 | tee >(awk '
+    /Building (CXX|NVCC)/ { built++; if (built % 10 == 0) { printf "[install_caffe]   make: %d objects built\n", built; fflush() } }' >&3)
+  return "${PIPESTATUS[0]}"
+}
+
+# Caffe's own gtests (the subset tools/caffe_gtests/CMakeLists.txt names), built with --tests
+# against the installed libcaffe.so from the test sources kept in $ROOT/test/src.
+build_tests() {
+  [ "$tests" = 1 ] && [ ! -x "$ROOT/test/caffe_gtests" ] || return 0
+  LOGS="$ROOT/build-logs"
+  local build
+  build="$(mktemp -d "$CACHE/test-build.XXXXXX")"
+  run_step "cmake configure Caffe's gtests" cmake -S "$HERE/caffe_gtests" -B "$build" \
+    -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS=$(cat "$ROOT/test/cxx_flags")" \
+    "-DCaffe_DIR=$ROOT/share/Caffe" "-DCAFFE_TEST_SOURCES=$ROOT/test/src"
+  say "compiling Caffe's gtests (about 5 min on 2 cores)"
+  run_step "make gtests" make_with_progress "$build"
+  install -m 755 "$build/caffe_gtests" "$ROOT/test/caffe_gtests.tmp"
+  mv "$ROOT/test/caffe_gtests.tmp" "$ROOT/test/caffe_gtests"
+  rm -rf "$build"
+}
 
 # One build per key at a time: a second `make setup` (another checkout, CI) waits for the first.
 mkdir -p "$CACHE"
@@ -111,6 +157,7 @@ if ! flock -n 9; then
 fi
 if [ -f "$ROOT/.complete" ] && [ "$configure_only" = 0 ]; then
   say "reusing Caffe in $ROOT"
+  build_tests
   echo "$ROOT"
   exit 0
 fi
@@ -119,7 +166,7 @@ WORK="$CACHE/work-$variant-$key"
 LOGS="$WORK/logs"
 mkdir -p "$LOGS"
 total_start=$SECONDS
-say "building Caffe ($variant) into $ROOT; the first build takes 4 to 7 minutes on 2 cores"
+say "building Caffe ($variant) into $ROOT"
 
 # 1. Build dependencies from the machine's own release.
 if [ "$use_apt" = 1 ]; then
@@ -154,28 +201,73 @@ if [ ! -f "$SRC/.patched" ]; then
   touch "$SRC/.patched"
 fi
 
-# 3. CUDA libraries: the CUDA devel images carry cuBLAS/cuRAND; a bare nvcc (e.g. a pip or
-#    distribution nvcc) does not, so take them from NVIDIA's PyPI wheels into the cache.
+# 3. CUDA libraries: the CUDA devel images carry cuBLAS/cuRAND (and cuDNN, in the -cudnn images); a
+#    bare nvcc (e.g. a pip or distribution nvcc) does not, so take what is missing from NVIDIA's PyPI
+#    wheels, installed together into one tree in the cache: cuDNN's libraries find cuBLAS and NVRTC
+#    through a RUNPATH relative to themselves. libcaffe.so's RUNPATH names the libraries' folders.
+rpath="$ROOT/lib"
+cxx_flags=""   # include folders the installed headers need besides their own (kept for --tests)
 if [ "$cuda" = 1 ]; then
+  cuda_major="$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
   cublas="$(ls "$cuda_home"/lib64/libcublas.so "$cuda_home"/targets/*/lib/libcublas.so 2>/dev/null | head -n1 || true)"
-  if [ -z "$cublas" ]; then
-    cuda_major="$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
-    NVWHEELS="$CACHE/nvidia-cu$cuda_major"
-    if [ ! -d "$NVWHEELS/nvidia" ]; then
-      # NVIDIA renamed the wheels at CUDA 13: nvidia-cublas-cu12 before, nvidia-cublas (13.x) since.
-      if [ "$cuda_major" -ge 13 ]; then wheels="nvidia-cublas==$cuda_major.* nvidia-curand"
-      else wheels="nvidia-cublas-cu$cuda_major nvidia-curand-cu$cuda_major"; fi
-      run_step "pip install cuBLAS/cuRAND for CUDA $cuda_major" python3 -m pip install --quiet --target "$NVWHEELS" $wheels
-    fi
-    libdir="$(dirname "$(find "$NVWHEELS/nvidia" -name 'libcublas.so.*' | head -n1)")"
-    incdir="$(dirname "$(find "$NVWHEELS/nvidia" -name 'cublas_v2.h' | head -n1)")"
-    currand_lib="$(dirname "$(find "$NVWHEELS/nvidia" -name 'libcurand.so.*' | head -n1)")"
-    currand_inc="$(dirname "$(find "$NVWHEELS/nvidia" -name 'curand.h' | head -n1)")"
-    for lib in "$libdir"/libcublas.so.* "$libdir"/libcublasLt.so.* "$currand_lib"/libcurand.so.*; do
-      ln -sf "$(basename "$lib")" "${lib%%.so.*}.so"
+  cudnn_header=""
+  if [ "$cudnn" = 1 ]; then
+    for dir in "${CUDNN_ROOT:-}/include" "$cuda_home/include" /usr/include /usr/include/x86_64-linux-gnu; do
+      if [ -f "$dir/cudnn.h" ]; then cudnn_header="$dir/cudnn.h"; break; fi
     done
-    cmake_flags+=("-DCUDA_cublas_LIBRARY=$libdir/libcublas.so" "-DCUDA_curand_LIBRARY=$currand_lib/libcurand.so"
-      "-DCMAKE_CXX_FLAGS=-I$incdir -I$currand_inc" "-DCUDA_NVCC_FLAGS=-I$incdir -I$currand_inc")
+  fi
+  wheels=""
+  # NVIDIA renamed the wheels at CUDA 13: nvidia-cublas-cu12 before, nvidia-cublas (13.x) since.
+  if [ -z "$cublas" ]; then
+    if [ "$cuda_major" -ge 13 ]; then wheels="nvidia-cublas==$cuda_major.* nvidia-curand"
+    else wheels="nvidia-cublas-cu$cuda_major nvidia-curand-cu$cuda_major"; fi
+  fi
+  if [ "$cudnn" = 1 ] && [ -z "$cudnn_header" ]; then
+    # cuDNN 9 for this CUDA; its libraries need cuBLAS and NVRTC beside them in the same tree.
+    if [ "$cuda_major" -ge 13 ]; then wheels="$wheels nvidia-cudnn-cu$cuda_major nvidia-cuda-nvrtc==$cuda_major.*"
+      [ -n "$cublas" ] && wheels="$wheels nvidia-cublas==$cuda_major.*"
+    else wheels="$wheels nvidia-cudnn-cu$cuda_major==9.* nvidia-cuda-nvrtc-cu$cuda_major"
+      [ -n "$cublas" ] && wheels="$wheels nvidia-cublas-cu$cuda_major"
+    fi
+  fi
+  if [ -n "$wheels" ]; then
+    NVWHEELS="$CACHE/nvidia-cu$cuda_major-$(echo $wheels | sha256sum | cut -c1-8)"
+    if [ ! -f "$NVWHEELS/.complete" ]; then
+      rm -rf "$NVWHEELS" "$NVWHEELS.tmp"
+      # About 1 GB of wheels with cuDNN: pip's own progress goes to the step's log.
+      run_step "pip install NVIDIA wheels: $wheels" python3 -m pip install --target "$NVWHEELS.tmp" $wheels
+      touch "$NVWHEELS.tmp/.complete"
+      mv "$NVWHEELS.tmp" "$NVWHEELS"
+    fi
+    # The wheels ship only versioned libraries: CMake and the linker look for the plain names.
+    wheel_lib() { find "$NVWHEELS/nvidia" -name "$1.so.*" | sort | head -n1; }
+    for name in libcublas libcublasLt libcurand libcudnn; do
+      lib="$(wheel_lib "$name")"
+      if [ -n "$lib" ]; then ln -sf "$(basename "$lib")" "$(dirname "$lib")/$name.so"; fi
+    done
+    if [ -z "$cublas" ]; then
+      libdir="$(dirname "$(wheel_lib libcublas)")"
+      incdir="$(dirname "$(find "$NVWHEELS/nvidia" -name 'cublas_v2.h' | head -n1)")"
+      currand_lib="$(dirname "$(wheel_lib libcurand)")"
+      currand_inc="$(dirname "$(find "$NVWHEELS/nvidia" -name 'curand.h' | head -n1)")"
+      cxx_flags="-I$incdir -I$currand_inc"
+      cmake_flags+=("-DCUDA_cublas_LIBRARY=$libdir/libcublas.so" "-DCUDA_curand_LIBRARY=$currand_lib/libcurand.so"
+        "-DCMAKE_CXX_FLAGS=$cxx_flags" "-DCUDA_NVCC_FLAGS=$cxx_flags")
+      rpath="$rpath;$libdir;$currand_lib"
+    fi
+    if [ "$cudnn" = 1 ] && [ -z "$cudnn_header" ]; then
+      cudnn_header="$(find "$NVWHEELS/nvidia" -name cudnn.h | head -n1)"
+      rpath="$rpath;$(dirname "$(wheel_lib libcudnn)")"
+    fi
+  fi
+  if [ "$cudnn" = 1 ]; then
+    [ -n "$cudnn_header" ] || { say "FAILED: cuDNN asked for but no cudnn.h found (set CUDNN_ROOT, or pass --no-cudnn)"; exit 1; }
+    cudnn_inc="$(dirname "$cudnn_header")"
+    cudnn_lib="$(ls "${CUDNN_ROOT:-/nonexistent}"/lib*/libcudnn.so "$cudnn_inc"/../lib*/libcudnn.so \
+      "$cuda_home"/lib64/libcudnn.so /usr/lib/x86_64-linux-gnu/libcudnn.so 2>/dev/null | head -n1 || true)"
+    [ -n "$cudnn_lib" ] || { say "FAILED: found $cudnn_header but no libcudnn.so beside it (set CUDNN_ROOT)"; exit 1; }
+    cmake_flags+=("-DCUDNN_INCLUDE=$cudnn_inc" "-DCUDNN_LIBRARY=$(readlink -f "$(dirname "$cudnn_lib")")/libcudnn.so")
+    rpath="$rpath;$(readlink -f "$(dirname "$cudnn_lib")")"
   fi
   # FindCUDA forgets the library paths given above when it sees a "new" toolkit root, which on a
   # first configure is always: declaring the root as already seen keeps them.
@@ -186,19 +278,31 @@ fi
 BUILD="$WORK/build"
 mkdir -p "$BUILD"
 run_step "cmake configure" cmake -S "$SRC" -B "$BUILD" "${cmake_flags[@]}" \
-  "-DCMAKE_INSTALL_PREFIX=$ROOT" "-DCMAKE_INSTALL_RPATH=$ROOT/lib"
+  "-DCMAKE_INSTALL_PREFIX=$ROOT" "-DCMAKE_INSTALL_RPATH=$rpath"
+# Caffe's CMake builds without cuDNN when it does not find it; our patch makes that an error, and
+# the summary line is the proof of what was configured.
+if [ "$cuda" = 1 ] && [ "$cudnn" = 1 ] && ! grep -q 'cuDNN *: *Yes (ver. [0-9]' "$step_log"; then
+  say "FAILED: cuDNN was asked for but CMake did not configure it (see $step_log)"; exit 1
+fi
 if [ "$configure_only" = 1 ]; then
   say "configured in $BUILD (--configure-only: not building)"
   exit 0
 fi
-say "compiling with $jobs jobs; follow it with: tail -f $LOGS/make.log"
-run_step "make" make -C "$BUILD" -j"$jobs"
+say "compiling with $jobs jobs (about 4-7 min for the CPU build, 2-3 min per CUDA architecture more)"
+run_step "make" make_with_progress "$BUILD"
 rm -rf "$ROOT"
 run_step "make install" make -C "$BUILD" install
 # convert_imageset and friends are installed too; pycaffe lands in $ROOT/python.
 [ -x "$ROOT/bin/caffe" ] || { say "FAILED: $ROOT/bin/caffe missing after install"; exit 1; }
+# Caffe's own gtest sources (and their data), for `--tests` now or later (make caffe-check).
+mkdir -p "$ROOT/test/src/src/caffe"
+cp -r "$SRC/src/gtest" "$ROOT/test/src/src/"
+cp -r "$SRC/src/caffe/test" "$ROOT/test/src/src/caffe/"
+echo "$cxx_flags" >"$ROOT/test/cxx_flags"
 cp -r "$LOGS" "$ROOT/build-logs"
 touch "$ROOT/.complete"
 rm -rf "$WORK"
 say "Caffe built in $(((SECONDS - total_start) / 60)) min $(((SECONDS - total_start) % 60)) s"
+build_tests
 echo "$ROOT"
+
