@@ -16,6 +16,7 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from pycaffe_fer.config import load_config
+from pycaffe_fer.devices import require_gpus
 from pycaffe_fer.errors import run_cli
 from pycaffe_fer.pipeline import Experiment
 from pycaffe_fer.training import TrainingError
@@ -40,6 +41,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     gpus = [args.gpu] if args.gpu is not None else args.gpus
+    require_gpus(gpus)
     experiment = Experiment(config, args.out or os.path.join("runs", config["name"]), data=args.data,
                             weights=args.weights, gpus=gpus, jobs=max(1, args.jobs))
     try:
