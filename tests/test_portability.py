@@ -57,6 +57,8 @@ def test_dockerfile_copies_only_existing_paths():
 def test_dockerfile_uses_the_tested_installer_with_cuda():
     instructions = list(dockerfile_instructions())
     assert instructions[0][0] == "FROM" and "cuda" in instructions[0][1] and "devel" in instructions[0][1]
+    # CUDA 12 (sm_61 stays buildable) with cuDNN in the image, and the installer's default: cuDNN on
+    assert ":12." in instructions[0][1] and "cudnn" in instructions[0][1]
     runs = " ".join(args for word, args in instructions if word == "RUN")
-    assert "tools/install_caffe.sh --cuda" in runs
+    assert "tools/install_caffe.sh --cuda" in runs and "--no-cudnn" not in runs
     assert "make setup" in runs
