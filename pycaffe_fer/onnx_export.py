@@ -19,6 +19,8 @@ each source run's fingerprint (sha256 of its deploy prototxt and caffemodel).
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -94,9 +96,6 @@ def translate_net(graph, prefix, where, net, data):
 
     tensors = {}
     for layer in read_deploy(where).layer:
-        if layer.type not in LAYER_TYPES:
-            raise InputError("%s: layer %s has type %s, which the ONNX export does not translate (known: %s)"
-                             % (where, layer.name, layer.type, ", ".join(LAYER_TYPES)))
         out = prefix + layer.name
         if layer.type == "Input":
             tensors[layer.top[0]] = data
@@ -161,6 +160,10 @@ def read_deploy(path):
             raise InputError("%s: not a Caffe prototxt (%s)" % (path, error))
     if deploy.layers:
         raise InputError("%s: V1 'layers' prototxt; upgrade it with Caffe's upgrade_net_proto_text" % path)
+    for layer in deploy.layer:
+        if layer.type not in LAYER_TYPES:
+            raise InputError("%s: layer %s has type %s, which the ONNX export does not translate (known: %s)"
+                             % (path, layer.name, layer.type, ", ".join(LAYER_TYPES)))
     return deploy
 
 
@@ -188,6 +191,7 @@ def build_model(spec):
         for key in ("deploy", "model"):
             if not os.path.exists(member[key]):
                 raise InputError("member %s: %s does not exist" % (member.get("name", index), member[key]))
+        read_deploy(member["deploy"])               # an unknown layer type fails before Caffe builds it
         net = caffe.Net(member["deploy"], caffe.TEST, weights=member["model"])
         expected = (3, size, size)
         if tuple(net.blobs["data"].data.shape[1:]) != expected:
@@ -226,13 +230,14 @@ def build_model(spec):
     return model
 
 
-def save_model(model, out):
-    """Check ``model`` and write it to ``out`` (weights over 1 GiB to ``out``.data beside it), atomically."""
+def save_model(model, out, external_data_bytes=EXTERNAL_DATA_BYTES):
+    """Check ``model`` and write it to ``out`` (weights of ``external_data_bytes`` or more to
+    ``out``.data beside it), atomically. Returns the absolute path written."""
     import onnx
 
-    weight_bytes = sum(np.prod(t.dims) * 4 for t in model.graph.initializer)
+    weight_bytes = sum(int(np.prod(t.dims)) * 4 for t in model.graph.initializer)
     out = os.path.abspath(out)
-    if weight_bytes < EXTERNAL_DATA_BYTES:
+    if weight_bytes < external_data_bytes:
         onnx.checker.check_model(model)
         with atomic_path(out) as tmp:
             onnx.save_model(model, tmp)
@@ -240,12 +245,16 @@ def save_model(model, out):
     # The side file's name is written into the model, so both are built in a temporary folder
     # under their final names and moved: the data first, so a model never points at nothing.
     data_name = os.path.basename(out) + ".data"
-    with atomic_path(out + ".export", is_dir=True) as folder:
-        onnx.save_model(model, os.path.join(folder, os.path.basename(out)), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        onnx.checker.check_model(os.path.join(folder, os.path.basename(out)))
+    folder = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".tmp-", dir=os.path.dirname(out))
+    try:
+        staged = os.path.join(folder, os.path.basename(out))
+        onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        onnx.checker.check_model(staged)
         os.replace(os.path.join(folder, data_name), os.path.join(os.path.dirname(out), data_name))
-        os.replace(os.path.join(folder, os.path.basename(out)), out)
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
