@@ -5,6 +5,7 @@ cropped (with a margin) before it is resized to the nets' input, as the training
 video every sampled frame's faces are found, and each is a result (frame, time, box). Faces are
 scored in batches: one net call per batch of faces, whatever images or frames they come from.
 """
+import functools
 import os
 
 import cv2
@@ -121,6 +122,23 @@ def predict_images(backend, paths, detect=True, batch_size=32):
     return batcher.done
 
 
+def open_video(path):
+    """cv2.VideoCapture of ``path``, without the warnings each of OpenCV's readers logs when the
+    file is not for it (a file no reader takes gets our one-line error instead). PyPI's OpenCV has
+    cv2.utils.logging, Debian's 4.6 cv2.setLogLevel, which returns the level it replaces."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        level = logging.getLogLevel()
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        restore = functools.partial(logging.setLogLevel, level)
+    else:
+        restore = functools.partial(cv2.setLogLevel, cv2.setLogLevel(0))
+    try:
+        return cv2.VideoCapture(path)
+    finally:
+        restore()
+
+
 def draw(frame, results):
     for result in results:
         x, y, w, h = result["box"]
@@ -135,7 +153,7 @@ def predict_video(backend, path, detect=True, batch_size=32, every=1, annotate=N
     frame shows the faces of the last sampled frame)."""
     if every < 1:
         raise InputError("--every must be 1 or more, got %d" % every)
-    capture = cv2.VideoCapture(path)
+    capture = open_video(path)
     if not capture.isOpened():
         raise InputError("%s: not a readable image or video" % path)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
