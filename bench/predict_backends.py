@@ -33,18 +33,6 @@ def write_crops(root, count):
     return paths
 
 
-def write_video(path, frames):
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
-    faces = [synth.render(np.random.default_rng(1000 + i), np.eye(7)[i], 200, False) for i in range(7)]
-    for index in range(frames):
-        frame = np.full((480, 640, 3), 90, np.uint8)
-        x = 60 + (index * 3) % 360
-        frame[120:320, x:x + 200] = faces[(index // 25) % 7]
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ensemble", default="runs/demo", metavar="RUNDIR")
@@ -56,7 +44,8 @@ def main():
     root = tempfile.mkdtemp(prefix="predict_backends_")
     try:
         crops = write_crops(root, args.images)
-        video = write_video(os.path.join(root, "clip.mp4"), args.frames)
+        video = os.path.join(root, "clip.mp4")
+        synth.write_video(video, args.frames)
         names = ("caffe", "opencv", "onnx")
         opened, load = {}, {}
         for name in names:

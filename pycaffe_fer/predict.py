@@ -162,15 +162,8 @@ def predict_video(backend, path, detect=True, batch_size=32, every=1, annotate=N
     batcher = FaceBatcher(backend, batch_size)
     try:
         if annotate:
-            with atomic_path(annotate) as tmp:
-                # OpenCV picks the container from the extension: the temporary file needs it too.
-                staged = tmp + os.path.splitext(annotate)[1]
-                try:
-                    _read_frames(capture, path, fps, total, detector, batcher, every, staged)
-                    os.replace(staged, tmp)
-                finally:
-                    if os.path.exists(staged):
-                        os.remove(staged)
+            with atomic_path(annotate, keep_extension=True) as tmp:
+                _read_frames(capture, path, fps, total, detector, batcher, every, tmp)
         else:
             _read_frames(capture, path, fps, total, detector, batcher, every, None)
     finally:

@@ -17,24 +17,15 @@ from helpers import REPO
 FPS, FRAMES, FACE = 10.0, 30, 120
 
 
-def face_x(frame):
-    return 40 + 3 * frame
-
-
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    """A 30-frame 320 x 240 MP4 at 10 frames/s of one synthetic face moving right, and an ensemble."""
+    """A 30-frame 320 x 240 MP4 at 10 frames/s of one synthetic face moving (its box in each
+    frame), and an ensemble."""
     root = tmp_path_factory.mktemp("video")
     path = str(root / "clip.mp4")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), FPS, (320, 240))
-    assert writer.isOpened(), "this OpenCV cannot write MP4"
-    faces = [synth.render(np.random.default_rng(i), np.eye(7)[3 * i], FACE, False) for i in range(3)]
-    for index in range(FRAMES):
-        frame = np.full((240, 320, 3), 90, np.uint8)
-        frame[60:60 + FACE, face_x(index):face_x(index) + FACE] = faces[index // 10]
-        writer.write(frame)
-    writer.release()
-    return path, random_ensemble(str(root / "run"), members=2)
+    boxes = synth.write_video(path, FRAMES, FPS, (320, 240), FACE)
+    assert sorted(os.listdir(str(root))) == ["clip.mp4"]
+    return path, boxes, random_ensemble(str(root / "run"), members=2)
 
 
 def run_predict(*args):
@@ -45,21 +36,22 @@ def run_predict(*args):
 
 
 def test_every_kth_frame_gives_frame_time_box_label_and_probabilities_and_an_annotated_video(video, tmp_path):
-    path, run_root = video
+    path, boxes, run_root = video
     annotated = str(tmp_path / "labelled.mp4")
     proc = run_predict("--ensemble", run_root, "--backend", "onnx", path, "--every", "3", "--annotate", annotated,
                        "--format", "json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     frames = [r["frame"] for r in results]
-    assert set(frames) <= set(range(0, FRAMES, 3)) and len(set(frames)) >= 8     # the face is found nearly always
+    assert set(frames) <= set(range(0, FRAMES, 3)) and len(set(frames)) >= 6     # the face is found in most
     for r in results:
         assert r["image"] == path and r["time"] == pytest.approx(r["frame"] / FPS, abs=1e-3)
         assert r["label"] in CLASSES and abs(sum(r["probabilities"].values()) - 1) < 1e-4
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
         x, y, w, h = r["box"]                             # holds the pasted face, margin included
-        assert x <= face_x(r["frame"]) + 15 and x + w >= face_x(r["frame"]) + FACE - 15
-        assert y <= 75 and y + h >= 60 + FACE - 15 and x + w <= 320 and y + h <= 240
+        face_x, face_y, side = boxes[r["frame"]]
+        assert x <= face_x + 15 and x + w >= face_x + side - 15 and y <= face_y + 15 and y + h >= face_y + side - 15
+        assert x + w <= 320 and y + h <= 240
     # The same faces through pycaffe: the same labels and probabilities.
     caffe_results = json.loads(run_predict("--ensemble", run_root, "--backend", "caffe", path, "--every", "3",
                                            "--format", "json").stdout)
@@ -83,7 +75,7 @@ def test_every_kth_frame_gives_frame_time_box_label_and_probabilities_and_an_ann
 
 
 def test_csv_rows_of_a_video_carry_frame_time_and_box(video):
-    path, run_root = video
+    path, _, run_root = video
     proc = run_predict("--ensemble", run_root, "--backend", "opencv", path, "--every", "10", "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -106,7 +98,7 @@ class CountingBackend:
 
 
 def test_faces_are_scored_a_batch_at_a_time(video, tmp_path):
-    path, run_root = video
+    path, _, run_root = video
     backend = CountingBackend(backends.open_backend("onnx", run_root))
     images = []
     for index in range(10):
@@ -116,11 +108,12 @@ def test_faces_are_scored_a_batch_at_a_time(video, tmp_path):
     assert [r["image"] for r in results] == images and backend.calls == [4, 4, 2]
     backend.calls = []
     results = predict.predict(backend, [path], batch_size=8)
-    assert sum(backend.calls) == len(results) >= 25 and max(backend.calls) == 8 and len(backend.calls) <= 4
+    assert sum(backend.calls) == len(results) >= 12 and max(backend.calls) == 8
+    assert len(backend.calls) == -(-len(results) // 8)                # full batches, then the rest
 
 
 def test_a_file_that_is_neither_image_nor_video_fails_in_one_line(video, tmp_path):
-    _, run_root = video
+    _, _, run_root = video
     bad = tmp_path / "notes.txt"
     bad.write_text("not a video\n")
     proc = run_predict("--ensemble", run_root, "--backend", "onnx", str(bad))
