@@ -14,7 +14,7 @@ Inside, before the nets: the cast to float, NHWC to NCHW, gray to three channels
 phase's transform (x - mean_value[c]) * input_scale. Each net is translated layer by layer from its
 deploy prototxt and the weights Caffe loads from its caffemodel; only the layer types our templates
 emit are known, any other is refused by name. The metadata records the opset, the preprocessing and
-each source run's fingerprint (sha256 of its deploy prototxt and caffemodel).
+each source run's fingerprint (MD5 of its deploy prototxt's and caffemodel's MD5s).
 """
 import hashlib
 import json
@@ -26,6 +26,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .classes import CLASSES
+from .datasets.base import file_md5
 from .errors import InputError
 
 OPSET = 17
@@ -38,17 +39,9 @@ LAYER_TYPES = ("Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Dropo
 METADATA_KEYS = ("classes", "fusion", "mean_value", "input_scale", "input_size", "grayscale", "opset", "sources")
 
 
-def file_sha256(path, chunk=1 << 22):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_fingerprint(member):
-    """sha256 of a member's deploy prototxt and caffemodel: which trained net an export came from."""
-    return hashlib.sha256((file_sha256(member["deploy"]) + file_sha256(member["model"])).encode()).hexdigest()
+    """MD5 of a member's deploy prototxt and caffemodel: which trained net an export came from."""
+    return hashlib.md5((file_md5(member["deploy"]) + file_md5(member["model"])).encode()).hexdigest()
 
 
 def _pair(param, name, default):
