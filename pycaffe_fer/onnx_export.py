@@ -32,7 +32,7 @@ from .errors import InputError
 OPSET = 17
 IR_VERSION = 8          # onnxruntime >= 1.10 and OpenCV >= 4.5 read it
 INPUT, SCORES, PROBABILITIES = "image", "scores", "probabilities"
-SCORE_BLOB = "fc8_expression"
+SCORE_BLOB = "fc8_expression"   # the classifier of prototxt/vgg16.j2, whose scores eq. 7 averages
 # protobuf refuses to serialize a message over 2 GiB: bigger weights go to a side file.
 EXTERNAL_DATA_BYTES = 1 << 30
 LAYER_TYPES = ("Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Dropout", "Softmax")
