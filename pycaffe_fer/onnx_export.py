@@ -27,6 +27,7 @@ import numpy as np
 from .atomic import atomic_path
 from .classes import CLASSES
 from .datasets.base import file_md5
+from .ensemble import FUSIONS
 from .errors import InputError
 
 OPSET = 17
@@ -82,13 +83,14 @@ def _caffe_pooling_size(size, kernel, stride, pad):
     return pooled
 
 
-def translate_net(graph, prefix, where, net, data):
-    """Append the nodes of one Caffe net (the deploy prototxt ``where`` and its loaded caffe.Net
-    ``net``) reading tensor ``data``, names under ``prefix``; return {Caffe top: ONNX tensor}."""
+def translate_net(graph, prefix, where, deploy, net, data):
+    """Append the nodes of one Caffe net (``deploy``, the NetParameter of the prototxt ``where``, and
+    its loaded caffe.Net ``net``) reading tensor ``data``, names under ``prefix``; return {Caffe top:
+    ONNX tensor}."""
     from caffe.proto import caffe_pb2
 
     tensors = {}
-    for layer in read_deploy(where).layer:
+    for layer in deploy.layer:
         out = prefix + layer.name
         if layer.type == "Input":
             tensors[layer.top[0]] = data
@@ -164,9 +166,10 @@ def build_model(spec):
     """The ONNX ModelProto of an ensemble spec (ensemble.json's fields: members, fusion, mean_value,
     input_scale, input_size, grayscale)."""
     import caffe
-    import onnx
     from onnx import TensorProto, helper
 
+    if spec["fusion"] not in FUSIONS:
+        raise InputError("fusion must be one of %s, got %r" % (", ".join(FUSIONS), spec["fusion"]))
     size = int(spec["input_size"])
     channels = 1 if spec["grayscale"] else 3
     graph = _Graph()
@@ -184,13 +187,13 @@ def build_model(spec):
         for key in ("deploy", "model"):
             if not os.path.exists(member[key]):
                 raise InputError("member %s: %s does not exist" % (member.get("name", index), member[key]))
-        read_deploy(member["deploy"])               # an unknown layer type fails before Caffe builds it
+        deploy = read_deploy(member["deploy"])      # an unknown layer type fails before Caffe builds it
         net = caffe.Net(member["deploy"], caffe.TEST, weights=member["model"])
         expected = (3, size, size)
         if tuple(net.blobs["data"].data.shape[1:]) != expected:
             raise InputError("%s: the net's input is %s, the ensemble's %s" % (
                 member["deploy"], "x".join(map(str, net.blobs["data"].data.shape[1:])), "x".join(map(str, expected))))
-        tensors = translate_net(graph, "m%d/" % index, member["deploy"], net, data)
+        tensors = translate_net(graph, "m%d/" % index, member["deploy"], deploy, net, data)
         if SCORE_BLOB not in tensors:
             raise InputError("%s: no %s blob (the classifier scores) to fuse" % (member["deploy"], SCORE_BLOB))
         scores = tensors[SCORE_BLOB]
@@ -201,8 +204,6 @@ def build_model(spec):
                         "deploy": os.path.abspath(member["deploy"]), "model": os.path.abspath(member["model"]),
                         "fingerprint": run_fingerprint(member)})
         del net
-    if spec["fusion"] not in ("score", "probability"):
-        raise InputError("fusion must be score or probability, got %r" % spec["fusion"])
     graph.node("Mean", member_scores, SCORES)                 # eq. 7
     if spec["fusion"] == "score":
         graph.node("Softmax", [SCORES], PROBABILITIES, axis=1)
