@@ -15,12 +15,14 @@ def _umask():
 
 
 @contextlib.contextmanager
-def atomic_path(target, is_dir=False, replace=True):
+def atomic_path(target, is_dir=False, replace=True, keep_extension=False):
     """Yield a temporary sibling path of ``target``; on success rename it onto ``target``.
 
     The caller creates the file (or, with ``is_dir``, fills the already created directory).
     On any exception the temporary path is removed and ``target`` is left untouched. With
     ``replace=False`` an existing target raises FileExistsError before anything is written.
+    ``keep_extension`` gives the temporary file the target's extension, for writers that pick
+    the format by it (OpenCV's VideoWriter).
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
@@ -31,7 +33,7 @@ def atomic_path(target, is_dir=False, replace=True):
     if is_dir:
         tmp = tempfile.mkdtemp(prefix=base, dir=parent)
     else:
-        fd, tmp = tempfile.mkstemp(prefix=base, dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=base, suffix=os.path.splitext(target)[1] if keep_extension else "", dir=parent)
         os.close(fd)
     try:
         yield tmp

@@ -23,6 +23,7 @@ from .classes import CLASSES, NUM_CLASSES
 from .datasets.base import file_md5
 from .errors import InputError
 from .lmdb_io import LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, vector_datum
+from .resize import fit
 from .softlabel import gamma_tag, load_matrix, perturb, validate_matrix
 
 # Records per task sent to a worker; records per window of tasks in flight (two windows at most),
@@ -42,17 +43,6 @@ def soft_lmdb_path(out, gamma):
 def vector_lmdb_path(out):
     """Where per-image soft labels (FER+ votes) go: ``<out>_soft``."""
     return out + "_soft"
-
-
-def fit(image, size):
-    """``image`` resized to size x size, bilinear as Caffe's convert_imageset does, except that a
-    shrink by 2x or more averages areas: bilinear would skip pixels there and alias. (Area averaging
-    costs six times more, for no visible gain at milder shrinks.)"""
-    height, width = image.shape[:2]
-    if (height, width) == (size, size):
-        return image
-    far = min(height, width) >= 2 * size
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if far else cv2.INTER_LINEAR)
 
 
 class RecordSlots:

@@ -27,6 +27,7 @@ from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
 from .datasets.fer2013 import USAGE_OF_SPLIT, row_key
 from .datasets.raf import RAF_TO_CANONICAL
+from .errors import InputError
 from .lmdb_build import default_workers, single_threaded_opencv
 from .softlabel import construct
 
@@ -384,3 +385,27 @@ def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYO
             write_sfew(out, seed, {"train": small_split(train), "val": small_split(val)}, pool)
             written["sfew"] = os.path.join(out, "sfew")
     return written
+
+
+def write_video(path, frames=300, fps=25.0, size=(640, 480), face=200, seed=0):
+    """An MP4 (any container OpenCV writes, by the extension) of one synthetic face gliding across a
+    plain scene, its expression cycling through the seven classes once a second; for trying and
+    testing video prediction. Returns the face's (x, y, side) in each frame."""
+    width, height = size
+    faces = [render(np.random.default_rng(seed * 7 + k), np.eye(NUM_CLASSES)[k], face, False) for k in range(NUM_CLASSES)]
+    travel = max(1, width - face)
+    boxes = []
+    with atomic_path(path, keep_extension=True) as tmp:
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise InputError("%s: OpenCV cannot write this video format (try .mp4 or .avi)" % path)
+        for index in range(frames):
+            x = (3 * index) % (2 * travel)
+            x = x if x < travel else 2 * travel - x                         # back and forth
+            y = (height - face) // 2
+            frame = np.full((height, width, 3), 90, np.uint8)
+            frame[y:y + face, x:x + face] = faces[int(index // fps) % NUM_CLASSES]
+            writer.write(frame)
+            boxes.append((x, y, face))
+        writer.release()
+    return boxes

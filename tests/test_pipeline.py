@@ -225,3 +225,29 @@ def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
     with pytest.raises(InputError, match=r"runs/fer2013/softlabels.npy: no such soft-label file"):
         Experiment(load_config("raf", ["ensemble.init=scratch"]), str(out), data=str(tmp_path)).run()
     assert not out.exists()
+
+
+def test_trained_ensemble_scores_the_test_lmdb_alike_in_caffe_onnx_and_opencv(experiment, tmp_path):
+    """Eq. 7's fused scores of the trained ensemble on the test LMDB, from pycaffe, onnxruntime on
+    the exported graph and OpenCV's DNN module on the Caffe files; the --run export of one member."""
+    from pycaffe_fer import backends, onnx_export
+    from pycaffe_fer.lmdb_io import image_batches
+    from ensemble_fixtures import assert_same_predictions
+    out, _, _ = experiment
+    onnx_path = str(tmp_path / "ensemble.onnx")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_onnx.py"), "--ensemble", out, "--out", onnx_path],
+                   check=True, stdout=subprocess.PIPE)
+    faces = np.concatenate([images for images, _ in image_batches(os.path.join(out, "lmdb", "test_lmdb"), 50)])
+    faces = faces.transpose(0, 2, 3, 1)
+    reference, _ = backends.open_backend("caffe", out).run(faces)
+    assert_same_predictions(backends.open_backend(onnx_path=onnx_path).run(faces)[0], reference)
+    assert_same_predictions(backends.open_backend("opencv", out).run(faces)[0], reference)
+    # One run: its own scores, as the pipeline's evaluation computes them.
+    run_dir = os.path.join(out, "ensemble", "g1.4")
+    run_path = str(tmp_path / "g1.4.onnx")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_onnx.py"), "--run", run_dir, "--out", run_path],
+                   check=True, stdout=subprocess.PIPE)
+    spec = onnx_export.run_spec(run_dir)
+    assert spec["grayscale"] and len(spec["members"]) == 1
+    assert_same_predictions(backends.open_backend(onnx_path=run_path).run(faces)[0],
+                            backends.CaffeBackend(spec).run(faces)[0])

@@ -67,6 +67,17 @@ if ! (cd / && "$VENV/bin/python" -c 'import pycaffe_fer, sys; sys.exit(not pycaf
   "$VENV/bin/python" -m pip install --quiet --no-build-isolation -e "$REPO"
 fi
 
+# onnx (tools/export_onnx.py) and onnxruntime (predict's onnx backend) come from PyPI, held to the
+# numpy and protobuf pycaffe uses: unconstrained, onnx pulls numpy 2 (through ml_dtypes) and breaks
+# `import caffe`. The bounds skip releases that need a newer numpy or protobuf (pip would download
+# each to find out). tests/test_deploy.py checks that caffe still imports beside them.
+if ! (cd / && "$VENV/bin/python" -c 'import onnx, onnxruntime' 2>/dev/null); then
+  say "installing onnx and onnxruntime into $VENV (numpy and protobuf held)"
+  "$VENV/bin/python" -c 'import numpy, google.protobuf as p; print("numpy==%s\nprotobuf==%s" % (numpy.__version__, p.__version__))' \
+    >"$VENV/constraints.txt"
+  "$VENV/bin/python" -m pip install --quiet -c "$VENV/constraints.txt" "onnx>=1.14,<1.18" "onnxruntime>=1.16,<1.27"
+fi
+
 # The caffe binary embeds the interpreter it was built with; Python layers must find pycaffe_fer,
 # pycaffe and the venv's packages through PYTHONPATH (.pth files are not read from PYTHONPATH).
 # convert_imageset (the baseline of bench/lmdb_build.py) gets the same wrapper.

@@ -1,0 +1,61 @@
+"""The deploy install: a fresh virtualenv without system site packages and without Caffe, with only
+`pip install -r requirements-deploy.txt` (from PyPI, through pip's cache), predicts what pycaffe
+predicts; and onnx/onnxruntime in the project's .venv leave numpy (and `import caffe`) alone."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from pycaffe_fer import synth
+from ensemble_fixtures import random_ensemble
+from helpers import REPO
+
+
+def test_caffe_imports_and_runs_beside_onnx_and_onnxruntime_on_the_pinned_numpy():
+    constraints = os.path.join(REPO, ".venv", "constraints.txt")
+    pinned = dict(line.strip().split("==") for line in open(constraints) if "==" in line)
+    code = ("import onnx, onnxruntime, numpy, caffe; from caffe.proto import caffe_pb2; "
+            "print(numpy.__version__, len(caffe.layer_type_list()) > 10, onnxruntime.get_device())")
+    output = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE,
+                            universal_newlines=True, cwd="/").stdout.split()
+    assert output == [pinned["numpy"], "True", "CPU"]
+    assert pinned["numpy"].startswith("1.")
+
+
+def test_a_fresh_virtualenv_with_only_the_deploy_requirements_predicts_as_pycaffe(tmp_path):
+    env = str(tmp_path / "deploy-env")
+    subprocess.run([sys.executable, "-m", "venv", env], check=True)
+    python = os.path.join(env, "bin", "python")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                    "requirements-deploy.txt"], check=True, cwd=REPO)
+    no_caffe = subprocess.run([python, "-c", "import caffe"], stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
+    assert no_caffe.returncode == 1 and "No module named 'caffe'" in no_caffe.stderr
+    isolated = subprocess.run([python, "-c", "import cv2, numpy; print(cv2.__file__, numpy.__file__)"], check=True,
+                              stdout=subprocess.PIPE, universal_newlines=True, cwd="/").stdout
+    assert isolated.count(env) == 2, "the deploy env must use its own OpenCV and numpy: %s" % isolated
+    # Face images as the README's example: synthetic RAF-DB faces, and one face in a larger scene.
+    run_root = random_ensemble(str(tmp_path / "run"), members=2, grayscale=False)
+    images = []
+    for index in range(3):
+        images.append(str(tmp_path / ("face%d.jpg" % index)))
+        cv2.imwrite(images[-1], synth.render(np.random.default_rng(index), np.eye(7)[2 * index], 100, False))
+    scene = np.full((360, 480, 3), 90, np.uint8)
+    scene[80:240, 200:360] = synth.render(np.random.default_rng(9), np.eye(7)[3], 160, False)
+    images.append(str(tmp_path / "scene.png"))
+    cv2.imwrite(images[-1], scene)
+    onnx_path = str(tmp_path / "ensemble.onnx")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_onnx.py"), "--ensemble", run_root, "--out", onnx_path],
+                   check=True, stdout=subprocess.PIPE)
+    deployed = json.loads(subprocess.run([python, os.path.join(REPO, "tools", "predict.py"), "--onnx", onnx_path,
+                                          "--format", "json"] + images, check=True, stdout=subprocess.PIPE, cwd="/").stdout)
+    reference = json.loads(subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", run_root,
+                                           "--backend", "caffe", "--format", "json"] + images, check=True,
+                                          stdout=subprocess.PIPE, env=dict(os.environ, GLOG_minloglevel="2")).stdout)
+    assert [r["image"] for r in deployed] == images
+    assert [r["label"] for r in deployed] == [r["label"] for r in reference]
+    for mine, theirs in zip(deployed, reference):
+        assert sorted(mine) == ["image", "label", "probabilities"]
+        np.testing.assert_allclose(list(mine["probabilities"].values()), list(theirs["probabilities"].values()), atol=1e-4)
