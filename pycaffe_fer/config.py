@@ -7,6 +7,7 @@ the experiment before anything is built or trained, with one line naming the key
 """
 import copy
 import os
+import re
 
 import yaml
 
@@ -15,6 +16,22 @@ from .datasets import FORMATS, SPLITS
 from .ensemble import FUSIONS
 from .errors import InputError
 from .synth import LAYOUTS
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that 1e-3 and 5E4 are numbers (YAML 1.1, PyYAML's version,
+    wants a dot in the mantissa, so base_lr: 1e-3 would be the string '1e-3')."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$|^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*$
+                   |^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(stream):
+    return yaml.load(stream, Loader=ConfigLoader)
+
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -39,7 +56,7 @@ def _load(name_or_path, overrides=()):
     path = config_path(name_or_path)
     with open(path) as handle:
         try:
-            config = yaml.safe_load(handle) or {}
+            config = parse_yaml(handle) or {}
         except yaml.YAMLError as error:
             raise InputError("%s: not valid YAML: %s" % (path, str(error).replace("\n", " ")))
     if not isinstance(config, dict):
@@ -69,7 +86,7 @@ def apply_override(config, override):
         raise InputError("override %r: expected key.path=value" % override)
     dotted, _, text = override.partition("=")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError:
         raise InputError("override %r: the value is not valid YAML" % override)
     update = value

@@ -39,7 +39,7 @@ BAD = [
     ("net.dropout=1", "config net.dropout: 1 is not a number >= 0 and < 1"),
     ("net.mean_value=[1, 2]", "config net.mean_value: [1, 2] is not a list of 3 number"),
     ("net.mirror=yes please", "config net.mirror: 'yes please' is not true or false"),
-    ("solver.base_lr=1e-3", "config solver.base_lr: '1e-3' is not a number > 0"),   # YAML 1.1: a string
+    ("solver.base_lr=fast", "config solver.base_lr: 'fast' is not a number > 0"),
     ("solver.lr_policy=poly", "config solver.lr_policy: 'poly' is not one of fixed, step"),
     ("solver.max_iter=0", "config solver.max_iter: 0 is not an integer >= 1"),
     ("solver.momentum=true", "config solver.momentum: True is not a number >= 0 and < 1"),
@@ -97,6 +97,12 @@ def test_every_section_has_a_bad_case():
 ])
 def test_good_values_pass(override):
     load_config("fer2013", [override] + (["solver.lr_policy=fixed"] if "stepsize" in override else []))
+
+
+def test_exponents_without_a_dot_are_numbers():
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; a config means the number.
+    assert load_config("fer2013", ["solver.base_lr=1e-3"])["solver"]["base_lr"] == 0.001
+    assert load_config("fer2013", ["solver.weight_decay=5E-4"])["solver"]["weight_decay"] == 0.0005
 
 
 def test_cross_field_rules():

@@ -89,7 +89,14 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert "| 73.73 | 71.47 |" in report                           # the paper's FER-2013 row
     assert "| Ours, gamma = 1.4 (N=3) |" in report
     assert "**true** soft labels" in report and "total-variation distance" in report
-    for png in ("softlabels.png", "gamma.png", "confusion.png", "confusion_paper.png"):
+    for heading in ("## Summary", "## Significance", "## Calibration", "## Recovered mixtures",
+                    "## Faces and their soft labels (Fig. 1)", "## False predictions (Fig. 5)"):
+        assert heading in report
+    summary = report.split("## Summary\n\n")[1].split("\n\n")[0].splitlines()
+    assert len(summary) == 5 and summary[0].startswith("- **Best method: ")
+    assert "The paper's condition j = argmax_k d_jk on D: " in summary[4]
+    for png in ("softlabels.png", "gamma.png", "confusion.png", "confusion_paper.png", "reliability.png",
+                "mixtures.png", "softlabel_faces.png", "misclassified.png"):
         with open(os.path.join(out, png), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     results = json.load(open(os.path.join(out, "results.json")))
@@ -98,8 +105,24 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     present = ~np.isnan(confusion).any(axis=1)
     np.testing.assert_allclose(confusion[present].sum(axis=1), 100.0)
     assert 0 <= results["ensemble"]["diversity"] <= 1
-    # The ensemble's accuracy is the accuracy of eq. 7 on the members' scores.
     assert results["test_count"] == 140
+    # Every method row has its evidence beside its accuracy; the ensembles their McNemar p-values.
+    rows = {row["id"]: row for row in results["methods"]}
+    assert sorted(rows) == ["baseline", "ensemble_probability", "ensemble_score", "fixed_g1.4",
+                            "single_g0.6", "single_g1.4", "single_g2.2"]
+    for row in rows.values():
+        low, high = row["ci95"]
+        assert low <= row["accuracy"] <= high
+        assert row["nll"] > 0 and 0 <= row["brier"] <= 2 and 0 <= row["ece"] <= 1
+        assert row["kl_to_truth"] >= 0 and 0 <= row["tv_to_truth"] <= 1 and 0 <= row["top2_agreement"] <= 1
+    for fusion in ("score", "probability"):
+        p = rows["ensemble_" + fusion]["mcnemar_p"]
+        assert sorted(p) == ["baseline", "best_single"] and all(0 < v <= 1 for v in p.values())
+    assert results["ensemble"]["best_single"] in rows and results["ensemble"]["method"] == "ensemble_score"
+    assert len(results["examples"]["soft"]) == 7
+    for example in results["examples"]["misclassified"]:
+        assert example["label"] != example["prediction"]
+        np.testing.assert_allclose(sum(example["mixture"]), 1.0, atol=1e-5)
     assert any(line.startswith("test accuracy: ensemble") for line in lines)
 
 
