@@ -23,6 +23,7 @@ from . import report, softlabel, synth, training
 from . import results as results_format
 from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
+from .config import validate
 from .datasets import open_dataset, stratified_split, with_mirror_copies
 from .errors import InputError
 from .lmdb_build import build_image_lmdb, soft_lmdb_path, write_soft_lmdb
@@ -60,7 +61,7 @@ class Experiment:
     """One experiment directory: its config, data source, initial weights and devices."""
 
     def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print):
-        self.config = config
+        self.config = validate(config)          # a config built in code is checked as a loaded one is
         self.out = os.path.abspath(out_dir)
         self.data = data
         self.weights = os.path.abspath(weights) if weights else None
@@ -196,7 +197,8 @@ class Experiment:
         constructor = self.config["constructor"]
         if constructor.get("softlabels"):
             D = softlabel.load_matrix(constructor["softlabels"], NUM_CLASSES)
-            self.log("soft labels from %s" % constructor["softlabels"])
+            softlabel.save_matrix(D, self.path("softlabels"))     # the experiment holds the D it used
+            self.log("soft labels from %s, saved as %s.{npy,csv}" % (constructor["softlabels"], self.path("softlabels")))
             return D, {"source": "the file %s" % constructor["softlabels"]}, None
         weights = self.weights if constructor.get("init") == "weights" else None
         run_dir = self.prepare("constructor", self.run_spec(
@@ -329,10 +331,7 @@ class Experiment:
         lmdbs = self.prepare_data()
         D, softlabel_info, constructor_dir = self.softlabels(lmdbs)
         init = self.weights if self.config["ensemble"].get("init") == "weights" else None
-        if self.config["ensemble"].get("init") == "constructor":
-            if constructor_dir is None:
-                raise InputError("ensemble.init is 'constructor' but the soft labels came from a file: "
-                                 "there is no constructor to start from")
+        if self.config["ensemble"].get("init") == "constructor":   # validate(): there is a constructor
             init = training.final_model(constructor_dir)
         investigation = self.investigate(D, lmdbs, init)
         gammas = investigation["selected"] if investigation else [float(g) for g in self.config["ensemble"]["gammas"]]

@@ -11,10 +11,10 @@ import numpy as np
 
 from . import ensemble
 from .classes import CLASSES
+from .datasets.folder import IMAGE_EXTENSIONS
 from .errors import InputError
 from .lmdb_build import fit
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
 CASCADE = "haarcascade_frontalface_default.xml"
 # A detected face smaller than this share of the image's area means the image is a scene, not a crop.
 FACE_CROP_AREA = 0.5
@@ -34,11 +34,12 @@ def cascade_path():
 
 
 def crop_face(image, detector):
-    """The largest detected face with a margin, when it is small in the image; else the image."""
+    """The largest detected face with a margin, when it is small in the image; the image when the
+    face fills it (already a crop); None when no face is found."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     faces = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     if len(faces) == 0:
-        return image
+        return None
     x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
     if w * h >= FACE_CROP_AREA * gray.shape[0] * gray.shape[1]:
         return image
@@ -99,6 +100,8 @@ def predict(run_root, inputs, detect=True, gpu=None, batch_size=16):
                     raise InputError("%s: not a readable image" % path)
                 if detector is not None:
                     image = crop_face(image, detector)
+                    if image is None:
+                        raise InputError("%s: no face found (pass --no-detect if the image is a face crop)" % path)
                 images.append(net_input(image, int(spec["input_size"]), spec["grayscale"]))
             yield np.stack(images), np.zeros(len(images), dtype=int)
 

@@ -202,6 +202,56 @@ def test_predict_prints_label_and_probabilities_per_image(experiment, tmp_path):
     assert [item["label"] for item in as_json] == [line.split()[1] for line in lines]
 
 
+def skimage_photo(name):
+    """A real photograph shipped by scikit-image (python3-skimage): astronaut.png (Eileen Collins,
+    NASA, public domain) or coffee.png (CC0), as its README says."""
+    import skimage.data
+    return os.path.join(skimage.data.data_dir, name)
+
+
+def test_a_real_photograph_is_cropped_to_its_face_and_predicted(experiment):
+    import cv2
+    from pycaffe_fer import predict
+    photo = skimage_photo("astronaut.png")
+    image = cv2.imread(photo)
+    crop = predict.crop_face(image, cv2.CascadeClassifier(predict.cascade_path()))
+    # The face (about 95 x 95 pixels at x 177, y 66 of 512 x 512) with its margin, cut from the photograph.
+    assert 95 <= crop.shape[0] <= 160 and 95 <= crop.shape[1] <= 160
+    match = cv2.matchTemplate(image, crop, cv2.TM_SQDIFF)
+    top, left = np.unravel_index(match.argmin(), match.shape)
+    assert match.min() == 0 and 140 <= left <= 190 and 30 <= top <= 80
+    out, _, _ = experiment
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", out,
+                           "--format", "json", photo], stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    (item,) = json.loads(proc.stdout)
+    assert item["image"] == photo and item["label"] in CLASSES
+    assert sorted(item["probabilities"]) == sorted(CLASSES)
+    assert abs(sum(item["probabilities"].values()) - 1) < 1e-3
+    assert item["label"] == max(item["probabilities"], key=item["probabilities"].get)
+
+
+def test_a_photograph_without_a_face_is_an_error_unless_no_detect(experiment):
+    out, _, _ = experiment
+    photo = skimage_photo("coffee.png")
+    command = [sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", out, photo]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: %s: no face found (pass --no-detect if the image is a face crop)" % photo]
+    proc = subprocess.run(command + ["--no-detect"], stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    assert proc.stdout.split()[0] == photo and proc.stdout.split()[1] in CLASSES
+
+
+def test_predict_finds_every_image_the_dataset_readers_read(tmp_path):
+    from pycaffe_fer import predict
+    from pycaffe_fer.datasets import folder
+    names = ["face%d%s" % (i, ext.upper() if i % 2 else ext) for i, ext in enumerate(folder.IMAGE_EXTENSIONS)]
+    for name in names + ["notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert ".webp" in folder.IMAGE_EXTENSIONS          # trains from a class folder; was not found by predict
+    assert predict.image_paths([str(tmp_path)]) == sorted(str(tmp_path / name) for name in names)
+
+
 def test_sfew_protocol_data_mirrors_then_holds_out_a_fifth(tmp_path):
     from pycaffe_fer.lmdb_io import lmdb_keys, read_manifest
     from pycaffe_fer.synth import write_synthetic_set
@@ -248,3 +298,16 @@ def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
     with pytest.raises(InputError, match=r"runs/fer2013/softlabels.npy: no such soft-label file"):
         Experiment(load_config("raf", ["ensemble.init=scratch"]), str(out), data=str(tmp_path)).run()
     assert not out.exists()
+
+
+def test_a_given_soft_label_file_is_saved_in_the_experiment(tmp_path):
+    from pycaffe_fer.softlabel import load_matrix
+    table1 = os.path.join(REPO, "configs", "paper_softlabels_table1.csv")
+    out = tmp_path / "out"
+    out.mkdir()
+    experiment = Experiment(load_config("raf", ["constructor.softlabels=%s" % table1, "ensemble.init=scratch"]),
+                            str(out), data=str(tmp_path), log=lambda line: None)
+    D, info, constructor_dir = experiment.softlabels({})
+    assert constructor_dir is None and info["source"] == "the file %s" % table1
+    np.testing.assert_array_equal(np.load(str(out / "softlabels.npy")), load_matrix(table1))
+    assert (out / "softlabels.csv").read_text().splitlines()[0] == "class," + ",".join(CLASSES)
