@@ -288,7 +288,11 @@ def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
     # The crop holds the large face: it matches the pasted pixels at the face's place in it.
     match = cv2.matchTemplate(crop, face, cv2.TM_SQDIFF_NORMED)
     assert match.min() < 1e-6
-    assert predict.crop_face(face, detector) is face         # already a face crop: kept whole
+    # A face crop with a margin: the face found fills most of it, so it is kept whole. One cut so
+    # tight that the cascade finds no face gives None (predict's "no face found": --no-detect).
+    framed = cv2.copyMakeBorder(face, 20, 20, 20, 20, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+    assert predict.crop_face(framed, detector) is framed
+    assert predict.crop_face(face, detector) is None
 
 
 def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
