@@ -161,10 +161,11 @@ NET = {"input_size": integer(1), "width": number(0, low_open=True), "fc_width": 
        "num_classes": Spec(lambda v: v == NUM_CLASSES and not isinstance(v, bool), "%d (AN DI FE HA SA SU NE)" % NUM_CLASSES),
        "dropout": number(0, 1), "mean_value": list_of(number(0, 255, high_open=False), 3), "mirror": flag(),
        "input_scale": number(0, low_open=True), "batch_size": integer(1), "test_batch_size": integer(1)}
-SOLVER = {"base_lr": number(0, low_open=True), "lr_policy": choice("fixed", "step"),
+# base_lr 0 freezes the weights (bench/loss_overhead.py times iterations so); snapshot 0: only the final one.
+SOLVER = {"base_lr": number(0), "lr_policy": choice("fixed", "step"),
           "gamma": nullable(number(0, low_open=True)), "stepsize": nullable(integer(1)), "max_iter": integer(1),
           "momentum": number(0, 1), "weight_decay": number(0), "display": integer(0), "test_interval": integer(1),
-          "snapshot": integer(1), "random_seed": integer(0)}
+          "snapshot": integer(0), "random_seed": integer(0)}
 
 
 def _partial(keys):

@@ -223,12 +223,13 @@ def summary(ctx):
     """Five lines a reader can act on: best method, its margin, significance, calibration, D."""
     results = ctx.results
     rows = results_format.methods(results)
-    best = max(rows, key=lambda row: row["accuracy"])
+    best, runner_up = sorted(rows, key=lambda row: -row["accuracy"])[:2]
     ens = results_format.method(results, results["ensemble"]["method"])
     baseline = results_format.method(results, results_format.BASELINE)
     best_single = results_format.method(results, results["ensemble"]["best_single"])
-    lines = ["- **Best method: %s**, %.2f%% test accuracy (95%% CI %.1f-%.1f) on %d images." % (
-        _name(best), best["accuracy"], best["ci95"][0], best["ci95"][1], results["test_count"])]
+    lines = ["- **Best method: %s**, %.2f%% test accuracy (95%% CI %.1f-%.1f) on %d images, %.2f points "
+             "ahead of the next, %s." % (_name(best), best["accuracy"], best["ci95"][0], best["ci95"][1],
+                                         results["test_count"], best["accuracy"] - runner_up["accuracy"], _name(runner_up))]
     if baseline:
         lines.append("- Ensemble vs hard-label baseline: %+.2f points (%.2f vs %.2f), %s." % (
             ens["accuracy"] - baseline["accuracy"], ens["accuracy"], baseline["accuracy"],
