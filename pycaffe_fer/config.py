@@ -198,10 +198,12 @@ SCHEMA = Section({
         "train": SPLIT, "val": SPLIT, "test": SPLIT, "gammas": GAMMAS,
         "init": choice("weights", "constructor", "scratch"), "fusion": choice(*FUSIONS), "baseline": flag(),
         "fixed_gamma": nullable(GAMMAS), "solver": Section(_partial(SOLVER), optional=True)}),
-    "slurm": Section({"partition": text(optional=True), "gpus_per_task": integer(0, optional=True),
-                      "cpus_per_task": integer(1, optional=True), "mem": text(optional=True),
-                      "time": text(optional=True), "account": text(optional=True), "qos": text(optional=True),
-                      "extra": text(optional=True)}, optional=True),
+    # sbatch options of the SLURM executor; each may be absent or null (the cluster's default).
+    "slurm": Section({key: nullable(spec) for key, spec in (
+        ("partition", text(optional=True)), ("gpus_per_task", integer(0, optional=True)),
+        ("cpus_per_task", integer(1, optional=True)), ("mem", text(optional=True)), ("time", text(optional=True)),
+        ("account", text(optional=True)), ("qos", text(optional=True)), ("extra", text(optional=True)))},
+        optional=True),
 })
 
 

@@ -64,14 +64,14 @@ BAD = [
     ("ensemble.fixed_gamma=1.4", "config ensemble.fixed_gamma: 1.4 is not a list of number > 0"),
     ("ensemble.gammas=[]", "config ensemble.gammas: [] but the ensemble's gammas come from it"),
     ("ensemble.test=dev", "config ensemble.test: 'dev' is not one of train, val, test"),
-    ("slurm.partition=", "config slurm.partition: null is not a non-empty string"),
-    ("slurm.gpus_per_task=-1", "config slurm.gpus_per_task: -1 is not an integer >= 0"),
-    ("slurm.cpus_per_task=0", "config slurm.cpus_per_task: 0 is not an integer >= 1"),
-    ("slurm.mem=16", "config slurm.mem: 16 is not a non-empty string"),
-    ("slurm.time=3600", "config slurm.time: 3600 is not a non-empty string"),
-    ("slurm.account=[a]", "config slurm.account: ['a'] is not a non-empty string"),
-    ("slurm.qos=1", "config slurm.qos: 1 is not a non-empty string"),
-    ("slurm.extra=true", "config slurm.extra: True is not a non-empty string"),
+    ("slurm.partition=[gpu]", "config slurm.partition: ['gpu'] is not a non-empty string, or null"),
+    ("slurm.gpus_per_task=-1", "config slurm.gpus_per_task: -1 is not an integer >= 0, or null"),
+    ("slurm.cpus_per_task=0", "config slurm.cpus_per_task: 0 is not an integer >= 1, or null"),
+    ("slurm.mem=16", "config slurm.mem: 16 is not a non-empty string, or null"),
+    ("slurm.time=3600", "config slurm.time: 3600 is not a non-empty string, or null"),
+    ("slurm.account=[a]", "config slurm.account: ['a'] is not a non-empty string, or null"),
+    ("slurm.qos=1", "config slurm.qos: 1 is not a non-empty string, or null"),
+    ("slurm.extra=true", "config slurm.extra: True is not a non-empty string, or null"),
     ("slurm.nodes=2", "config slurm.nodes: unknown key 'nodes'"),
 ]
 
@@ -94,7 +94,8 @@ def test_every_section_has_a_bad_case():
     "solver.lr_policy=fixed", "solver.stepsize=null",                          # not needed without 'step'
     "slurm={partition: gpu, gpus_per_task: 1, cpus_per_task: 4, mem: 16G, time: '02:00:00', account: lab, "
     "qos: normal, extra: '--exclusive'}",
-    "slurm={}", "data.seed=3", "constructor.softlabels=D.npy",
+    "slurm={}", "slurm={partition: null, gpus_per_task: null, cpus_per_task: null, mem: null, time: null, "
+    "account: null, qos: null, extra: null}", "data.seed=3", "constructor.softlabels=D.npy",
 ])
 def test_good_values_pass(override):
     load_config("fer2013", [override] + (["solver.lr_policy=fixed"] if "stepsize" in override else []))
