@@ -377,15 +377,14 @@ def calibration(ctx):
     rows = results_format.methods(results)
     curves = [(_name(results_format.method(results, i)), curve) for i, curve in results["reliability"].items()]
     plot_reliability(curves, os.path.join(ctx.run_root, "reliability.png"))
-    table = [[_name(row), _with_ci(row), "%.4f" % row["nll"], "%.4f" % row["brier"], "%.4f" % row["ece"]]
-             for row in rows]
+    table = [[_name(row), _with_ci(row)] + ["%.4f" % row[key] for key, _ in results_format.CALIBRATION] for row in rows]
     best = min(rows, key=lambda row: row["ece"])
     return ["## Calibration", "",
             "Soft labels are a kind of label smoothing, which changes how far a net's probabilities can be "
             "trusted. NLL: mean negative log-likelihood of the true label (nats); Brier: mean squared error of "
             "the 7-way distribution against the one-hot label; ECE: expected calibration error, %d equal-width "
             "bins of the top-label confidence. Lower is better for all three." % results_format.metrics.ECE_BINS, "",
-            markdown_table(["method", "accuracy (%) [95% CI]", "NLL", "Brier", "ECE"], table), "",
+            markdown_table(["method", "accuracy (%) [95% CI]"] + [h for _, h in results_format.CALIBRATION], table), "",
             "Best calibrated (lowest ECE): %s (%.4f)." % (_name(best), best["ece"]), "",
             "![reliability diagram](reliability.png)", ""]
 
@@ -396,8 +395,8 @@ def mixtures(ctx):
     if not rows:
         return []
     plot_mixtures(rows, os.path.join(ctx.run_root, "mixtures.png"))
-    table = [[_name(row), "%.4f" % row["kl_to_truth"], "%.4f" % row["tv_to_truth"], "%.1f" % (100 * row["top2_agreement"])]
-             for row in rows]
+    table = [[_name(row)] + ["%.1f" % (100 * row[key]) if key == "top2_agreement" else "%.4f" % row[key]
+                             for key, _ in results_format.MIXTURE] for row in rows]
     closest = min(rows, key=lambda row: row["tv_to_truth"])
     baseline = results_format.method(results, results_format.BASELINE)
     ens = results_format.method(results, results["ensemble"]["method"])
@@ -406,7 +405,8 @@ def mixtures(ctx):
            "soft labels describe such mixtures can be measured directly. Per method, the mean KL divergence "
            "KL(true mixture || predicted distribution) (nats), the mean total-variation distance, and how often "
            "the two largest predicted classes are the mixture's two largest (as a set).", "",
-           markdown_table(["method", "KL to truth", "TV to truth", "top-2 agreement (%)"], table), "",
+           markdown_table(["method"] + [h + (" (%)" if key == "top2_agreement" else "") for key, h in results_format.MIXTURE],
+                          table), "",
            "Closest to the true mixtures: %s (TV %.4f)." % (_name(closest), closest["tv_to_truth"])]
     if baseline:
         out[-1] += " The ensemble's distributions are %s the true mixtures than the hard-label baseline's (TV %.4f vs %.4f)." % (

@@ -26,10 +26,10 @@ from . import ensemble as ensemble_eq
 from . import metrics
 from .classes import NUM_CLASSES
 
-# Accuracies, calibration and, where the true mixtures are known, distances to them: per method.
-CALIBRATION = ("nll", "brier", "ece")
-MIXTURE = ("kl_to_truth", "tv_to_truth", "top2_agreement")
-KINDS = ("ensemble", "single", "baseline", "fixed_gamma")
+# Per method, beside its accuracy: calibration and, where the true mixtures are known, the
+# distances to them; (key, column heading) in the report's tables.
+CALIBRATION = (("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"))
+MIXTURE = (("kl_to_truth", "KL to truth"), ("tv_to_truth", "TV to truth"), ("top2_agreement", "top-2 agreement"))
 BASELINE = "baseline"
 # Figures: faces per class in Fig. 1 (one), misclassified faces per true class in Figs. 5-7.
 MISCLASSIFIED_PER_CLASS = 2

@@ -110,9 +110,11 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     rows = {row["id"]: row for row in results["methods"]}
     assert sorted(rows) == ["baseline", "ensemble_probability", "ensemble_score", "fixed_g1.4",
                             "single_g0.6", "single_g1.4", "single_g2.2"]
+    from pycaffe_fer.results import CALIBRATION, MIXTURE
     for row in rows.values():
         low, high = row["ci95"]
         assert low <= row["accuracy"] <= high
+        assert {key for key, _ in CALIBRATION + MIXTURE} <= set(row)
         assert row["nll"] > 0 and 0 <= row["brier"] <= 2 and 0 <= row["ece"] <= 1
         assert row["kl_to_truth"] >= 0 and 0 <= row["tv_to_truth"] <= 1 and 0 <= row["top2_agreement"] <= 1
     for fusion in ("score", "probability"):
