@@ -222,7 +222,7 @@ def _check(section, values, where):
     for key, spec in section.keys.items():
         name = "%s.%s" % (where, key) if where else key
         value = values.get(key)
-        if value is None and key not in values or value is None and isinstance(spec, Section):
+        if value is None and (key not in values or isinstance(spec, Section)):
             if not spec.optional:
                 raise InputError("config %s: missing (%s)" % (name, "a section" if isinstance(spec, Section) else spec.allowed))
         elif isinstance(spec, Section):
@@ -231,21 +231,18 @@ def _check(section, values, where):
             raise InputError("config %s: %s is not %s" % (name, "null" if value is None else repr(value), spec.allowed))
 
 
-def _solver_of(config, section):
-    return dict(config["solver"], **(config[section].get("solver") or {}))
-
-
 def validate(config):
     """Raise InputError naming the first key whose value is wrong, missing or unknown, or the first
     broken rule between keys; return the config."""
     _check(SCHEMA, config, "")
-    for where in ("solver", "investigation.solver", "ensemble.solver"):
-        solver = _solver_of(config, where.split(".")[0]) if "." in where else config["solver"]
-        if solver["lr_policy"] == "step":
-            for key in ("stepsize", "gamma"):
-                if solver[key] is None:
-                    raise InputError("config %s.%s: null, but lr_policy 'step' needs it (%s)"
-                                     % (where, key, SOLVER[key].allowed))
+    solvers = [("solver", config["solver"])] + [
+        (section + ".solver", dict(config["solver"], **(config[section].get("solver") or {})))
+        for section in ("investigation", "ensemble")]     # what those runs train with
+    for where, solver in solvers:
+        for key in ("stepsize", "gamma"):
+            if solver["lr_policy"] == "step" and solver[key] is None:
+                raise InputError("config %s.%s: null, but lr_policy 'step' needs it (%s)"
+                                 % (where, key, SOLVER[key].allowed))
     constructor, inv, ens = config["constructor"], config["investigation"], config["ensemble"]
     if ens["init"] == "constructor" and constructor.get("softlabels"):
         raise InputError("config ensemble.init: 'constructor' needs a trained constructor, but constructor.softlabels "
@@ -256,11 +253,9 @@ def validate(config):
     if inv["mirror"] and not inv.get("holdout"):
         raise InputError("config investigation.mirror: true needs investigation.holdout (mirroring enlarges the "
                          "training set before the holdout split)")
-    if inv.get("gammas") and inv["select"] == "auto":
-        return config
-    if not ens["gammas"]:
+    if inv["select"] == "auto" and not inv.get("gammas"):
+        raise InputError("config investigation.select: 'auto' needs investigation.gammas to select from")
+    if inv["select"] == "config" and not ens["gammas"]:
         raise InputError("config ensemble.gammas: [] but the ensemble's gammas come from it (investigation.select: "
                          "config or no investigation.gammas): name at least one")
-    if inv["select"] == "auto":
-        raise InputError("config investigation.select: 'auto' needs investigation.gammas to select from")
     return config
