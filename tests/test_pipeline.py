@@ -317,3 +317,23 @@ def test_a_given_soft_label_file_is_saved_in_the_experiment(tmp_path):
     assert constructor_dir is None and info["source"] == "the file %s" % table1
     np.testing.assert_array_equal(np.load(str(out / "softlabels.npy")), load_matrix(table1))
     assert (out / "softlabels.csv").read_text().splitlines()[0] == "class," + ",".join(CLASSES)
+
+
+def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_path):
+    """A real dataset has no true mixtures: the report leaves that section out and draws the rest."""
+    from pycaffe_fer import report
+    from pycaffe_fer.results import MIXTURE
+    out, _, _ = experiment
+    results = json.load(open(os.path.join(out, "results.json")))
+    del results["true_softlabels"]
+    for row in results["methods"]:
+        for key, _ in MIXTURE:
+            del row[key]
+    for example in results["examples"]["soft"] + results["examples"]["misclassified"]:
+        del example["mixture"]
+    text = open(report.write_report(str(tmp_path), results, "raf")).read()
+    assert "## Recovered mixtures" not in text and "**true** soft labels" not in text
+    assert "## Calibration" in text and "## False predictions (Fig. 7)" in text
+    assert sorted(os.listdir(str(tmp_path))) == sorted(
+        ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
+         "confusion.png", "confusion_paper.png", "misclassified.png"])
