@@ -1,14 +1,37 @@
 """Experiment configs: YAML data in configs/, loaded as plain dicts, overridable from the command line.
 
 A config may name a ``base`` config (relative path) whose values it overrides, so demo.yaml only
-states how it differs from the paper's protocol.
+states how it differs from the paper's protocol. The loaded config is validated whole (``SCHEMA``:
+every section's keys, their types, ranges and choices, and the rules between keys), so a typo stops
+the experiment before anything is built or trained, with one line naming the key.
 """
 import copy
 import os
+import re
 
 import yaml
 
+from .classes import NUM_CLASSES
+from .datasets import FORMATS, SPLITS
+from .ensemble import FUSIONS
 from .errors import InputError
+from .synth import LAYOUTS
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that 1e-3 and 5E4 are numbers (YAML 1.1, PyYAML's version,
+    wants a dot in the mantissa, so base_lr: 1e-3 would be the string '1e-3')."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$|^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*$
+                   |^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(stream):
+    return yaml.load(stream, Loader=ConfigLoader)
+
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -25,18 +48,22 @@ def config_path(name_or_path):
 
 
 def load_config(name_or_path, overrides=()):
-    """Load a config (following ``base``), then apply ``key.sub=value`` overrides in order."""
+    """Load a config (following ``base``), apply ``key.sub=value`` overrides in order, validate it."""
+    return validate(_load(name_or_path, overrides))
+
+
+def _load(name_or_path, overrides=()):
     path = config_path(name_or_path)
     with open(path) as handle:
         try:
-            config = yaml.safe_load(handle) or {}
+            config = parse_yaml(handle) or {}
         except yaml.YAMLError as error:
             raise InputError("%s: not valid YAML: %s" % (path, str(error).replace("\n", " ")))
     if not isinstance(config, dict):
         raise InputError("%s: a config must be a mapping at the top level" % path)
     base = config.pop("base", None)
     if base:
-        config = merge(load_config(os.path.join(os.path.dirname(path), base)), config)
+        config = merge(_load(os.path.join(os.path.dirname(path), base)), config)
     for override in overrides:
         config = apply_override(config, override)
     return config
@@ -59,10 +86,176 @@ def apply_override(config, override):
         raise InputError("override %r: expected key.path=value" % override)
     dotted, _, text = override.partition("=")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError:
         raise InputError("override %r: the value is not valid YAML" % override)
     update = value
     for key in reversed(dotted.strip().split(".")):
         update = {key: update}
     return merge(config, update)
+
+
+# ---- validation: the whole config, before anything is built or trained -------------------------
+
+class Spec:
+    """What one config value may be: ``accepts(value)`` and the words naming the allowed values."""
+
+    def __init__(self, accepts, allowed, optional=False):
+        self.accepts, self.allowed, self.optional = accepts, allowed, optional
+
+
+class Section:
+    """A mapping with known keys, each with its Spec or Section; ``optional``: may be absent or null."""
+
+    def __init__(self, keys, optional=False):
+        self.keys, self.optional = keys, optional
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def choice(*values, **kw):
+    return Spec(lambda v: isinstance(v, str) and v in values, "one of %s" % ", ".join(values), **kw)
+
+
+def integer(low=None, **kw):
+    return Spec(lambda v: isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low),
+                "an integer" + ("" if low is None else " >= %d" % low), **kw)
+
+
+def number(low, high=None, low_open=False, high_open=True, **kw):
+    def accepts(v):
+        return (_is_number(v) and (v > low if low_open else v >= low)
+                and (high is None or (v < high if high_open else v <= high)))
+    bounds = ("> %g" if low_open else ">= %g") % low
+    if high is not None:
+        bounds += (" and < %g" if high_open else " and <= %g") % high
+    return Spec(accepts, "a number " + bounds, **kw)
+
+
+def text(**kw):
+    return Spec(lambda v: isinstance(v, str) and v != "", "a non-empty string", **kw)
+
+
+def flag(**kw):
+    return Spec(lambda v: isinstance(v, bool), "true or false", **kw)
+
+
+def list_of(item, length=None, **kw):
+    return Spec(lambda v: isinstance(v, list) and (length is None or len(v) == length) and all(item.accepts(i) for i in v),
+                "a list of %s%s" % ("%d " % length if length else "", item.allowed.replace("a ", "", 1).replace("one of", "values of")),
+                **kw)
+
+
+def nullable(spec):
+    """The value may also be null (YAML null, ~ or nothing after the colon)."""
+    return Spec(lambda v: v is None or spec.accepts(v), spec.allowed + ", or null", optional=spec.optional)
+
+
+SPLIT = choice(*SPLITS)
+GAMMAS = list_of(number(0, low_open=True))
+# The keys of `net` and `solver` are the templates' variables (pycaffe_fer.templates.section_keys;
+# a test keeps the two equal); here is what values they take.
+NET = {"input_size": integer(1), "width": number(0, low_open=True), "fc_width": integer(1),
+       "num_classes": Spec(lambda v: v == NUM_CLASSES and not isinstance(v, bool), "%d (AN DI FE HA SA SU NE)" % NUM_CLASSES),
+       "dropout": number(0, 1), "mean_value": list_of(number(0, 255, high_open=False), 3), "mirror": flag(),
+       "input_scale": number(0, low_open=True), "batch_size": integer(1), "test_batch_size": integer(1)}
+# base_lr 0 freezes the weights (bench/loss_overhead.py times iterations so); snapshot 0: only the final one.
+SOLVER = {"base_lr": number(0), "lr_policy": choice("fixed", "step"),
+          "gamma": nullable(number(0, low_open=True)), "stepsize": nullable(integer(1)), "max_iter": integer(1),
+          "momentum": number(0, 1), "weight_decay": number(0), "display": integer(0), "test_interval": integer(1),
+          "snapshot": integer(0), "random_seed": integer(0)}
+
+
+def _partial(keys):
+    """The same keys, each optional: a section that overrides some of another's."""
+    return {key: Spec(spec.accepts, spec.allowed, optional=True) for key, spec in keys.items()}
+
+
+SCHEMA = Section({
+    "name": text(),
+    "paper": Spec(lambda v: v in _paper_keys(), "one of the experiments of configs/paper_results.yaml"),
+    "data": Section({
+        "format": choice(*FORMATS),
+        "lmdb_dir": text(),
+        "sizes": Spec(lambda v: isinstance(v, dict) and all(k in SPLITS and integer(1).accepts(n) for k, n in v.items()),
+                      "a mapping of splits (%s) to record counts >= 1" % ", ".join(SPLITS), optional=True),
+        "seed": integer(0, optional=True),
+        "synthetic": Section({"seed": integer(0), "train": integer(NUM_CLASSES), "val": integer(NUM_CLASSES),
+                              "test": integer(NUM_CLASSES), "layouts": list_of(choice(*LAYOUTS))}, optional=True),
+    }),
+    "net": Section(NET),
+    "solver": Section(SOLVER),
+    "constructor": Section({"train": SPLIT, "val": SPLIT, "init": choice("weights", "scratch"),
+                            "softlabels": nullable(text(optional=True)), "allow_off_diagonal": flag()}),
+    "investigation": Section({
+        "train": SPLIT, "val": choice(*(SPLITS + ("holdout",))),
+        "holdout": nullable(number(0, 1, low_open=True, optional=True)), "mirror": flag(),
+        "gammas": nullable(GAMMAS), "select": choice("config", "auto"), "tolerance": number(0),
+        "solver": Section(_partial(SOLVER), optional=True)}),
+    "ensemble": Section({
+        "train": SPLIT, "val": SPLIT, "test": SPLIT, "gammas": GAMMAS,
+        "init": choice("weights", "constructor", "scratch"), "fusion": choice(*FUSIONS), "baseline": flag(),
+        "fixed_gamma": nullable(GAMMAS), "solver": Section(_partial(SOLVER), optional=True)}),
+    # sbatch options of the SLURM executor; each may be absent or null (the cluster's default).
+    "slurm": Section({key: nullable(spec) for key, spec in (
+        ("partition", text(optional=True)), ("gpus_per_task", integer(0, optional=True)),
+        ("cpus_per_task", integer(1, optional=True)), ("mem", text(optional=True)), ("time", text(optional=True)),
+        ("account", text(optional=True)), ("qos", text(optional=True)), ("extra", text(optional=True)))},
+        optional=True),
+})
+
+
+def _paper_keys():
+    with open(os.path.join(CONFIG_DIR, "paper_results.yaml")) as handle:
+        return sorted(yaml.safe_load(handle))
+
+
+def _check(section, values, where):
+    if not isinstance(values, dict):
+        raise InputError("config %s: %r is not a mapping of keys (%s)" % (where or "", values, ", ".join(section.keys)))
+    unknown = sorted(set(values) - set(section.keys))
+    if unknown:
+        raise InputError("config %s: unknown key %r (known: %s)" % (
+            "%s.%s" % (where, unknown[0]) if where else unknown[0], unknown[0], ", ".join(section.keys)))
+    for key, spec in section.keys.items():
+        name = "%s.%s" % (where, key) if where else key
+        value = values.get(key)
+        if value is None and (key not in values or isinstance(spec, Section)):
+            if not spec.optional:
+                raise InputError("config %s: missing (%s)" % (name, "a section" if isinstance(spec, Section) else spec.allowed))
+        elif isinstance(spec, Section):
+            _check(spec, value, name)
+        elif not spec.accepts(value):
+            raise InputError("config %s: %s is not %s" % (name, "null" if value is None else repr(value), spec.allowed))
+
+
+def validate(config):
+    """Raise InputError naming the first key whose value is wrong, missing or unknown, or the first
+    broken rule between keys; return the config."""
+    _check(SCHEMA, config, "")
+    solvers = [("solver", config["solver"])] + [
+        (section + ".solver", dict(config["solver"], **(config[section].get("solver") or {})))
+        for section in ("investigation", "ensemble")]     # what those runs train with
+    for where, solver in solvers:
+        for key in ("stepsize", "gamma"):
+            if solver["lr_policy"] == "step" and solver[key] is None:
+                raise InputError("config %s.%s: null, but lr_policy 'step' needs it (%s)"
+                                 % (where, key, SOLVER[key].allowed))
+    constructor, inv, ens = config["constructor"], config["investigation"], config["ensemble"]
+    if ens["init"] == "constructor" and constructor.get("softlabels"):
+        raise InputError("config ensemble.init: 'constructor' needs a trained constructor, but constructor.softlabels "
+                         "names a file (%s): use weights or scratch" % constructor["softlabels"])
+    if (inv["val"] == "holdout") != bool(inv.get("holdout")):
+        raise InputError("config investigation.val: %r with investigation.holdout %r: 'holdout' and a holdout "
+                         "fraction go together" % (inv["val"], inv.get("holdout")))
+    if inv["mirror"] and not inv.get("holdout"):
+        raise InputError("config investigation.mirror: true needs investigation.holdout (mirroring enlarges the "
+                         "training set before the holdout split)")
+    if inv["select"] == "auto" and not inv.get("gammas"):
+        raise InputError("config investigation.select: 'auto' needs investigation.gammas to select from")
+    if inv["select"] == "config" and not ens["gammas"]:
+        raise InputError("config ensemble.gammas: [] but the ensemble's gammas come from it (investigation.select: "
+                         "config or no investigation.gammas): name at least one")
+    return config

@@ -28,6 +28,9 @@ class SoftLabelKLLossLayer(caffe.Layer):
     bottom[1]: soft targets d, same shape; each row non-negative and summing to 1.
     top[0]:    the loss, a scalar. With param_str {"form": "cross_entropy"} it is
                -(1/N) sum_i sum_k d_ik log p_ik instead (eq. 5 as printed); the gradient is the same.
+
+    The gradient reaching the soft targets (which Caffe asks for only under force_backward) is
+    zero: the targets are data, like SoftmaxWithLoss's labels, not something to learn.
     """
 
     def setup(self, bottom, top):
@@ -75,7 +78,9 @@ class SoftLabelKLLossLayer(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:
-            raise _error("cannot backpropagate to the soft targets")
+            # Asked for under force_backward (saliency maps, input gradients). The targets are data,
+            # as SoftmaxWithLoss's labels are: their gradient is defined as zero.
+            bottom[1].diff[...] = 0
         if propagate_down[0]:
             bottom[0].diff[...] = (top[0].diff[0] * self.gradient).reshape(bottom[0].diff.shape)
 

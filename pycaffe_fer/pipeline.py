@@ -20,8 +20,10 @@ import numpy as np
 
 from . import ensemble as ensemble_eq
 from . import report, softlabel, synth, training
+from . import results as results_format
 from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
+from .config import validate
 from .datasets import open_dataset, stratified_split, with_mirror_copies
 from .errors import InputError
 from .lmdb_build import build_image_lmdb, soft_lmdb_path, write_soft_lmdb
@@ -59,7 +61,7 @@ class Experiment:
     """One experiment directory: its config, data source, initial weights and devices."""
 
     def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print):
-        self.config = config
+        self.config = validate(config)          # a config built in code is checked as a loaded one is
         self.out = os.path.abspath(out_dir)
         self.data = data
         self.weights = os.path.abspath(weights) if weights else None
@@ -195,7 +197,8 @@ class Experiment:
         constructor = self.config["constructor"]
         if constructor.get("softlabels"):
             D = softlabel.load_matrix(constructor["softlabels"], NUM_CLASSES)
-            self.log("soft labels from %s" % constructor["softlabels"])
+            softlabel.save_matrix(D, self.path("softlabels"))     # the experiment holds the D it used
+            self.log("soft labels from %s, saved as %s.{npy,csv}" % (constructor["softlabels"], self.path("softlabels")))
             return D, {"source": "the file %s" % constructor["softlabels"]}, None
         weights = self.weights if constructor.get("init") == "weights" else None
         run_dir = self.prepare("constructor", self.run_spec(
@@ -215,7 +218,7 @@ class Experiment:
                      "constructor.allow_off_diagonal)" % off)
         info = {"source": "constructed: hard-label net trained on `%s`, fused on `%s` (%d images)"
                 % (constructor["train"], constructor["val"], len(val_labels)),
-                "val_accuracy": report.accuracy(val_labels, val_scores.argmax(axis=1)), "off_diagonal": off}
+                "val_accuracy": results_format.accuracy(val_labels, val_scores.argmax(axis=1)), "off_diagonal": off}
         return D, info, run_dir
 
     def soft_lmdbs(self, D, image_lmdbs, gammas):
@@ -242,7 +245,7 @@ class Experiment:
             inv.get("solver")) for g in gammas]
         self.train(run_dirs)
         scores, labels = self.scores(lmdbs["investigation_val"], run_dirs)
-        accuracies = [report.accuracy(labels, s.argmax(axis=1)) for s in scores]
+        accuracies = [results_format.accuracy(labels, s.argmax(axis=1)) for s in scores]
         if inv.get("select") == "auto":
             selected = ensemble_eq.select_gammas(gammas, accuracies, float(inv["tolerance"]))
             rule = "the paper's rule: contiguous range within %s points of the best" % inv["tolerance"]
@@ -294,7 +297,7 @@ class Experiment:
 
     def evaluate(self, runs, lmdbs, constructor_dir):
         """Scores of every trained net, the constructor's too, on the test LMDB in one pass; the
-        report's numbers."""
+        report's numbers (pycaffe_fer.results)."""
         self.stage("evaluation")
         all_dirs = runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds]
         all_dirs += [runs["baseline"]] if "baseline" in runs else []
@@ -302,33 +305,15 @@ class Experiment:
         all_dirs = list(collections.OrderedDict.fromkeys(all_dirs))   # the baseline may be the constructor
         members = self.members(all_dirs)
         scores, labels = scores_on(lmdbs["test"], members, self.config["net"], self.eval_gpu)
-        accuracy = {d: report.accuracy(labels, s.argmax(axis=1)) for d, s in zip(all_dirs, scores)}
         by_dir = dict(zip(all_dirs, scores))
-        member = dict(zip(all_dirs, members))
-
-        def singles(run_dirs):
-            return [{"name": member[d]["name"], "gamma": member[d]["gamma"], "accuracy": accuracy[d]} for d in run_dirs]
-
-        fusion = self.config["ensemble"]["fusion"]
-        ensemble_scores = [by_dir[d] for d in runs["ensemble"]]
-        predictions = {f: ensemble_eq.predict(ensemble_scores, f) for f in ensemble_eq.FUSIONS}
-        matrix, mean = ensemble_eq.pairwise_disagreement([s.argmax(axis=1) for s in ensemble_scores])
-        by_fusion = {f: report.accuracy(labels, p) for f, p in predictions.items()}
-        results = {"test_count": int(len(labels)), "ensemble": {
-            "fusion": fusion, "singles": singles(runs["ensemble"]), "accuracy": by_fusion[fusion],
-            "accuracy_by_fusion": by_fusion,
-            "confusion": report.confusion_percent(labels, predictions[fusion]).tolist(),
-            "disagreement": matrix.tolist(), "diversity": mean}}
-        results["fixed_gamma"] = [{"gamma": g, "singles": singles(ds), "accuracy": report.accuracy(
-            labels, ensemble_eq.predict([by_dir[d] for d in ds], fusion))} for g, ds in sorted(runs["fixed"].items())]
-        if "baseline" in runs:
-            results["baseline"] = {"accuracy": accuracy[runs["baseline"]]}
+        truth = None if self.data else synth.mixtures_of_lmdb(self.source(), self.config["ensemble"]["test"], lmdbs["test"])
+        evaluation = results_format.evaluation(labels, by_dir, runs, {d: (m["name"], m["gamma"]) for d, m in zip(all_dirs, members)},
+                                               self.config["ensemble"]["fusion"], truth)
         if constructor_dir:
-            results["constructor_test_accuracy"] = accuracy[constructor_dir]
-        self.log("test accuracy: ensemble %.2f%% (%s fusion), singles %s" % (
-            results["ensemble"]["accuracy"], fusion,
-            ", ".join("%s %.2f" % (s["name"], s["accuracy"]) for s in results["ensemble"]["singles"])))
-        return results
+            evaluation["constructor_test_accuracy"] = results_format.accuracy(labels, by_dir[constructor_dir].argmax(axis=1))
+        self.log("test accuracy: %s" % ", ".join("%s %.2f" % (row["id"], row["accuracy"])
+                                                 for row in results_format.methods(evaluation)))
+        return evaluation
 
     # ---- all stages --------------------------------------------------------------------------------
     def run(self):
@@ -346,17 +331,15 @@ class Experiment:
         lmdbs = self.prepare_data()
         D, softlabel_info, constructor_dir = self.softlabels(lmdbs)
         init = self.weights if self.config["ensemble"].get("init") == "weights" else None
-        if self.config["ensemble"].get("init") == "constructor":
-            if constructor_dir is None:
-                raise InputError("ensemble.init is 'constructor' but the soft labels came from a file: "
-                                 "there is no constructor to start from")
+        if self.config["ensemble"].get("init") == "constructor":   # validate(): there is a constructor
             init = training.final_model(constructor_dir)
         investigation = self.investigate(D, lmdbs, init)
         gammas = investigation["selected"] if investigation else [float(g) for g in self.config["ensemble"]["gammas"]]
         runs = self.train_classifiers(D, lmdbs, gammas, init, constructor_dir)
         results = self.evaluate(runs, lmdbs, constructor_dir)
         results.update({"experiment": self.config["name"], "data_description": self.describe_data(),
-                        "test_split": self.config["ensemble"]["test"], "investigation": investigation,
+                        "test_split": self.config["ensemble"]["test"], "test_lmdb": lmdbs["test"],
+                        "investigation": investigation,
                         "softlabels": dict(softlabel_info, matrix=np.asarray(D).tolist())})
         if constructor_dir is not None:
             results["constructor"] = {"val_accuracy": softlabel_info["val_accuracy"],

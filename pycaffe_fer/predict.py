@@ -53,9 +53,12 @@ def face_boxes(image, detector):
 
 
 def crop_face(image, detector):
-    """The largest detected face with a margin, when it is small in the image; else the image."""
+    """The largest detected face with a margin, when it is small in the image; the image when the
+    face fills it (already a crop); None when no face is found."""
     boxes = face_boxes(image, detector)
-    if not boxes or boxes[0][4] >= FACE_CROP_AREA * image.shape[0] * image.shape[1]:
+    if not boxes:
+        return None
+    if boxes[0][4] >= FACE_CROP_AREA * image.shape[0] * image.shape[1]:
         return image
     x, y, w, h, _ = boxes[0]
     return image[y:y + h, x:x + w]
@@ -117,7 +120,11 @@ def predict_images(backend, paths, detect=True, batch_size=32):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise InputError("%s: not a readable image" % path)
-        batcher.add({"image": path}, crop_face(image, detector) if detector is not None else image)
+        if detector is not None:
+            image = crop_face(image, detector)
+            if image is None:
+                raise InputError("%s: no face found (pass --no-detect if the image is a face crop)" % path)
+        batcher.add({"image": path}, image)
     batcher.flush()
     return batcher.done
 

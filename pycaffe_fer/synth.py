@@ -29,6 +29,7 @@ from .datasets.fer2013 import USAGE_OF_SPLIT, row_key
 from .datasets.raf import RAF_TO_CANONICAL
 from .errors import InputError
 from .lmdb_build import default_workers, single_threaded_opencv
+from .lmdb_io import lmdb_keys
 from .softlabel import construct
 
 # Expression parameters, each in [-1, 1] (signed) or [0, 1].
@@ -271,10 +272,23 @@ def read_mixtures(path, split=None):
             np.array([[float(v) for v in row[3:]] for row in rows]).reshape(-1, NUM_CLASSES))
 
 
+def fer2013_mixtures_path(source):
+    """The fer2013_mixtures.csv beside the synthetic fer2013.csv (or fer2013new.csv) ``source``."""
+    return os.path.join(os.path.dirname(os.path.abspath(source)), "fer2013_mixtures.csv")
+
+
 def true_soft_labels_of(source, split):
     """The true soft-label matrix of a split of the synthetic fer2013.csv (or fer2013new.csv) ``source``."""
-    _, labels, mixtures = read_mixtures(os.path.join(os.path.dirname(os.path.abspath(source)), "fer2013_mixtures.csv"), split)
+    _, labels, mixtures = read_mixtures(fer2013_mixtures_path(source), split)
     return true_soft_labels(mixtures, labels)
+
+
+def mixtures_of_lmdb(source, split, lmdb_path):
+    """The true mixture of every record of an LMDB built from a split of the synthetic fer2013.csv
+    ``source``, in the LMDB's (shuffled) record order: N x 7."""
+    keys, _, mixtures = read_mixtures(fer2013_mixtures_path(source), split)
+    by_key = dict(zip(keys, mixtures))
+    return np.array([by_key[key.decode("utf-8").split("_", 1)[1]] for key in lmdb_keys(lmdb_path)])
 
 
 def _write_mixtures(path, rows):

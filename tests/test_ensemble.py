@@ -4,7 +4,7 @@ import pytest
 
 from pycaffe_fer import ensemble
 from pycaffe_fer.errors import InputError
-from pycaffe_fer.report import confusion_percent
+from pycaffe_fer.results import confusion_percent
 
 
 def test_average_scores_is_the_mean_of_the_fc_scores():

@@ -213,3 +213,32 @@ def test_caffe_binary_prints_why_the_layer_failed_and_exits_non_zero(tiny_run, c
     assert code != 0
     # Caffe itself only says "terminate called after throwing ... error_already_set"; the layer's line is ours.
     assert "SoftLabelKLLossLayer: " + message in log, log[-2000:]
+
+
+def test_force_backward_gives_input_gradients_and_zero_target_gradients(tmp_path):
+    """With force_backward (saliency maps, input gradients) Caffe asks every bottom for a gradient,
+    the soft targets too: they get zeros, and the gradient reaching the images stays exact."""
+    caffe.set_mode_cpu()
+    path = tmp_path / "net.prototxt"
+    path.write_text("\n".join([
+        "force_backward: true",
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 10 } } }',
+        'layer { name: "targets" type: "Input" top: "targets" input_param { shape { dim: 4 dim: 7 } } }',
+        'layer { name: "score" type: "InnerProduct" bottom: "data" top: "score" '
+        'inner_product_param { num_output: 7 bias_term: false weight_filler { type: "gaussian" std: 1 } } }',
+        'layer { name: "loss" bottom: "score" bottom: "targets" top: "loss" loss_weight: 1 %s }' % (KL_LAYER % "")]))
+    net = caffe.Net(str(path), caffe.TRAIN)
+    rng = np.random.RandomState(1)
+    images, targets = rng.randn(4, 10), soft_targets(rng, 4)
+    net.blobs["data"].data[...] = images
+    net.blobs["targets"].data[...] = targets
+    net.blobs["targets"].diff[...] = 5.0                  # stale values must be overwritten
+    net.forward()
+    net.backward()
+    weights = net.params["score"][0].data.astype(np.float64)
+    scores = images.dot(weights.T)
+    probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    # dL/dx = (p - d) W / N
+    np.testing.assert_allclose(net.blobs["data"].diff, (probabilities - targets).dot(weights) / 4, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(net.blobs["targets"].diff, 0.0)

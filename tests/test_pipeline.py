@@ -89,7 +89,14 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert "| 73.73 | 71.47 |" in report                           # the paper's FER-2013 row
     assert "| Ours, gamma = 1.4 (N=3) |" in report
     assert "**true** soft labels" in report and "total-variation distance" in report
-    for png in ("softlabels.png", "gamma.png", "confusion.png", "confusion_paper.png"):
+    for heading in ("## Summary", "## Significance", "## Calibration", "## Recovered mixtures",
+                    "## Faces and their soft labels (Fig. 1)", "## False predictions (Fig. 5)"):
+        assert heading in report
+    summary = report.split("## Summary\n\n")[1].split("\n\n")[0].splitlines()
+    assert len(summary) == 5 and summary[0].startswith("- **Best method: ")
+    assert "The paper's condition j = argmax_k d_jk on D: " in summary[4]
+    for png in ("softlabels.png", "gamma.png", "confusion.png", "confusion_paper.png", "reliability.png",
+                "mixtures.png", "softlabel_faces.png", "misclassified.png"):
         with open(os.path.join(out, png), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     results = json.load(open(os.path.join(out, "results.json")))
@@ -98,8 +105,26 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     present = ~np.isnan(confusion).any(axis=1)
     np.testing.assert_allclose(confusion[present].sum(axis=1), 100.0)
     assert 0 <= results["ensemble"]["diversity"] <= 1
-    # The ensemble's accuracy is the accuracy of eq. 7 on the members' scores.
     assert results["test_count"] == 140
+    # Every method row has its evidence beside its accuracy; the ensembles their McNemar p-values.
+    rows = {row["id"]: row for row in results["methods"]}
+    assert sorted(rows) == ["baseline", "ensemble_probability", "ensemble_score", "fixed_g1.4",
+                            "single_g0.6", "single_g1.4", "single_g2.2"]
+    from pycaffe_fer.results import CALIBRATION, MIXTURE
+    for row in rows.values():
+        low, high = row["ci95"]
+        assert low <= row["accuracy"] <= high
+        assert {key for key, _ in CALIBRATION + MIXTURE} <= set(row)
+        assert row["nll"] > 0 and 0 <= row["brier"] <= 2 and 0 <= row["ece"] <= 1
+        assert row["kl_to_truth"] >= 0 and 0 <= row["tv_to_truth"] <= 1 and 0 <= row["top2_agreement"] <= 1
+    for fusion in ("score", "probability"):
+        p = rows["ensemble_" + fusion]["mcnemar_p"]
+        assert sorted(p) == ["baseline", "best_single"] and all(0 < v <= 1 for v in p.values())
+    assert results["ensemble"]["best_single"] in rows and results["ensemble"]["method"] == "ensemble_score"
+    assert len(results["examples"]["soft"]) == 7
+    for example in results["examples"]["misclassified"]:
+        assert example["label"] != example["prediction"]
+        np.testing.assert_allclose(sum(example["mixture"]), 1.0, atol=1e-5)
     assert any(line.startswith("test accuracy: ensemble") for line in lines)
 
 
@@ -179,6 +204,56 @@ def test_predict_prints_label_and_probabilities_per_image(experiment, tmp_path):
     assert [item["label"] for item in as_json] == [line.split()[1] for line in lines]
 
 
+def skimage_photo(name):
+    """A real photograph shipped by scikit-image (python3-skimage): astronaut.png (Eileen Collins,
+    NASA, public domain) or coffee.png (CC0), as its README says."""
+    import skimage.data
+    return os.path.join(skimage.data.data_dir, name)
+
+
+def test_a_real_photograph_is_cropped_to_its_face_and_predicted(experiment):
+    import cv2
+    from pycaffe_fer import predict
+    photo = skimage_photo("astronaut.png")
+    image = cv2.imread(photo)
+    crop = predict.crop_face(image, cv2.CascadeClassifier(predict.cascade_path()))
+    # The face (about 95 x 95 pixels at x 177, y 66 of 512 x 512) with its margin, cut from the photograph.
+    assert 95 <= crop.shape[0] <= 160 and 95 <= crop.shape[1] <= 160
+    match = cv2.matchTemplate(image, crop, cv2.TM_SQDIFF)
+    top, left = np.unravel_index(match.argmin(), match.shape)
+    assert match.min() == 0 and 140 <= left <= 190 and 30 <= top <= 80
+    out, _, _ = experiment
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", out,
+                           "--format", "json", photo], stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    (item,) = json.loads(proc.stdout)
+    assert item["image"] == photo and item["label"] in CLASSES
+    assert sorted(item["probabilities"]) == sorted(CLASSES)
+    assert abs(sum(item["probabilities"].values()) - 1) < 1e-3
+    assert item["label"] == max(item["probabilities"], key=item["probabilities"].get)
+
+
+def test_a_photograph_without_a_face_is_an_error_unless_no_detect(experiment):
+    out, _, _ = experiment
+    photo = skimage_photo("coffee.png")
+    command = [sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", out, photo]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: %s: no face found (pass --no-detect if the image is a face crop)" % photo]
+    proc = subprocess.run(command + ["--no-detect"], stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    assert proc.stdout.split()[0] == photo and proc.stdout.split()[1] in CLASSES
+
+
+def test_predict_finds_every_image_the_dataset_readers_read(tmp_path):
+    from pycaffe_fer import predict
+    from pycaffe_fer.datasets import folder
+    names = ["face%d%s" % (i, ext.upper() if i % 2 else ext) for i, ext in enumerate(folder.IMAGE_EXTENSIONS)]
+    for name in names + ["notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert ".webp" in folder.IMAGE_EXTENSIONS          # trains from a class folder; was not found by predict
+    assert predict.image_paths([str(tmp_path)]) == sorted(str(tmp_path / name) for name in names)
+
+
 def test_sfew_protocol_data_mirrors_then_holds_out_a_fifth(tmp_path):
     from pycaffe_fer.lmdb_io import lmdb_keys, read_manifest
     from pycaffe_fer.synth import write_synthetic_set
@@ -215,7 +290,11 @@ def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
     # The crop holds the large face: it matches the pasted pixels at the face's place in it.
     match = cv2.matchTemplate(crop, face, cv2.TM_SQDIFF_NORMED)
     assert match.min() < 1e-6
-    assert predict.crop_face(face, detector) is face         # already a face crop: kept whole
+    # A face crop with a margin: the face found fills most of it, so it is kept whole. One cut so
+    # tight that the cascade finds no face gives None (predict's "no face found": --no-detect).
+    framed = cv2.copyMakeBorder(face, 20, 20, 20, 20, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+    assert predict.crop_face(framed, detector) is framed
+    assert predict.crop_face(face, detector) is None
 
 
 def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
@@ -251,3 +330,36 @@ def test_trained_ensemble_scores_the_test_lmdb_alike_in_caffe_onnx_and_opencv(ex
     assert spec["grayscale"] and len(spec["members"]) == 1
     assert_same_predictions(backends.open_backend(onnx_path=run_path).run(faces)[0],
                             backends.CaffeBackend(spec).run(faces)[0])
+
+
+def test_a_given_soft_label_file_is_saved_in_the_experiment(tmp_path):
+    from pycaffe_fer.softlabel import load_matrix
+    table1 = os.path.join(REPO, "configs", "paper_softlabels_table1.csv")
+    out = tmp_path / "out"
+    out.mkdir()
+    experiment = Experiment(load_config("raf", ["constructor.softlabels=%s" % table1, "ensemble.init=scratch"]),
+                            str(out), data=str(tmp_path), log=lambda line: None)
+    D, info, constructor_dir = experiment.softlabels({})
+    assert constructor_dir is None and info["source"] == "the file %s" % table1
+    np.testing.assert_array_equal(np.load(str(out / "softlabels.npy")), load_matrix(table1))
+    assert (out / "softlabels.csv").read_text().splitlines()[0] == "class," + ",".join(CLASSES)
+
+
+def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_path):
+    """A real dataset has no true mixtures: the report leaves that section out and draws the rest."""
+    from pycaffe_fer import report
+    from pycaffe_fer.results import MIXTURE
+    out, _, _ = experiment
+    results = json.load(open(os.path.join(out, "results.json")))
+    del results["true_softlabels"]
+    for row in results["methods"]:
+        for key, _ in MIXTURE:
+            del row[key]
+    for example in results["examples"]["soft"] + results["examples"]["misclassified"]:
+        del example["mixture"]
+    text = open(report.write_report(str(tmp_path), results, "raf")).read()
+    assert "## Recovered mixtures" not in text and "**true** soft labels" not in text
+    assert "## Calibration" in text and "## False predictions (Fig. 7)" in text
+    assert sorted(os.listdir(str(tmp_path))) == sorted(
+        ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
+         "confusion.png", "confusion_paper.png", "misclassified.png"])

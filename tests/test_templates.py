@@ -117,8 +117,9 @@ def test_cli_knobs_gpu_and_overrides_reach_the_files(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "net.widht=0.5"], "config net: unknown key(s) widht"),
-    (["--set", "solver.lr_policy=step", "--set", "solver.stepsize=null"], "config solver: rendering solver"),
+    (["--set", "net.widht=0.5"], "config net.widht: unknown key 'widht'"),
+    (["--set", "solver.lr_policy=step", "--set", "solver.stepsize=null"],
+     "config solver.stepsize: null, but lr_policy 'step' needs it"),
     (["--snapshot-prefix", "snaps/run"], "needs {run}"),
     (["--val-soft-lmdb", "x/val_soft"], "x/val_soft: needs {gamma}"),
     (["--preset", "nosuch"], "nosuch: no such config file or preset"),
