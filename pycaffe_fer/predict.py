@@ -3,7 +3,6 @@
 An image that is not already a face crop has its largest face found by OpenCV's Haar cascade and
 cropped (with a margin) before it is resized to the nets' input, as the training images were.
 """
-import json
 import os
 
 import cv2
@@ -63,15 +62,6 @@ def image_paths(inputs):
     return paths
 
 
-def load_ensemble(run_root):
-    path = os.path.join(run_root, "ensemble.json")
-    if not os.path.exists(path):
-        raise InputError("%s: no ensemble.json: is this an experiment directory whose base classifiers "
-                         "finished training?" % run_root)
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def net_input(image, size, grayscale):
     """3 x size x size uint8 BGR, resized as the LMDB builder resizes (gray replicated when trained on gray)."""
     if image.ndim == 2:
@@ -83,9 +73,9 @@ def net_input(image, size, grayscale):
 
 def predict(run_root, inputs, detect=True, gpu=None, batch_size=16):
     """[(path, label name, 7 probabilities)] for each image, by the ensemble of `run_root`."""
-    from .pipeline import load_nets
+    from .scoring import load_nets
 
-    spec = load_ensemble(run_root)
+    spec = ensemble.load_ensemble(run_root)
     nets = load_nets(spec["members"], gpu)
     detector = cv2.CascadeClassifier(cascade_path()) if detect else None
     paths = image_paths(inputs)

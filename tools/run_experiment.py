@@ -18,7 +18,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from pycaffe_fer.config import load_config
 from pycaffe_fer.errors import run_cli
 from pycaffe_fer.pipeline import Experiment
-from pycaffe_fer.training import TrainingError
+from pycaffe_fer.tasks import TaskFailed
 
 
 def parse_gpus(text):
@@ -44,7 +44,7 @@ def main(argv=None):
                             weights=args.weights, gpus=gpus, jobs=max(1, args.jobs))
     try:
         experiment.run()
-    except TrainingError as error:
+    except TaskFailed as error:
         print("error: %s" % error, file=sys.stderr)
         return 1
     return 0
