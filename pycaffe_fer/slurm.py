@@ -37,6 +37,9 @@ ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL
          "REVOKED", "TIMEOUT", "REQUEUE_HOLD", "SPECIAL_EXIT"}
 LOG_TAIL = 12
 SQUEUE_FAILURES = 10      # consecutive squeue failures before the driver gives up waiting
+# A job being requeued can look ended for a moment (preempted, or missing from squeue): a task whose
+# job ended without its result is taken as failed only when it stays so this long.
+CONFIRM_SECONDS = 5
 
 
 class DryRun(Exception):
@@ -220,7 +223,7 @@ class SlurmExecutor:
     def wait(self, tasks, stage):
         """Until no task's job is queued or running; the tasks' new log lines are printed meanwhile."""
         offsets = {t.directory: self.log_size(t) for t in tasks}
-        last = None
+        last = ended_since = None
         while True:
             jobs = self.wait_for_queue()
             states = [self.state(t, jobs) for t in tasks]
@@ -232,7 +235,13 @@ class SlurmExecutor:
             if summary != last:
                 self.log("[slurm] %s: %s" % (stage, summary))
                 last = summary
-            if all(state in (None, "ENDED") for state in states):
+            if not all(state in (None, "ENDED") for state in states):
+                ended_since = None
+            elif all(task_done(t) for t in tasks):
+                return
+            elif ended_since is None:
+                ended_since = time.time()
+            elif time.time() - ended_since >= CONFIRM_SECONDS:
                 return
             time.sleep(self.poll)
 

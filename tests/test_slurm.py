@@ -122,8 +122,16 @@ def test_cancelled_and_requeued_tasks_resume_to_the_weights_of_an_uninterrupted_
     for name, action in (("cancelled", "scancel"), ("requeued", "requeue")):
         wait_until(lambda: os.path.exists(os.path.join(runs[name], "snapshots", "20.done")), what=name)
         job_id = slurm.read_job(runs[name])["job_id"]
-        args = ["scancel", job_id] if action == "scancel" else ["scontrol", "requeue", job_id]
-        slurm_cluster.command(*args)
+        if action == "scancel":
+            slurm_cluster.command("scancel", job_id)
+        else:
+            slurm_cluster.command("scontrol", "requeue", job_id)
+            # SLURM holds a requeued job back two minutes; this test lets it start once slurmd has
+            # ended its first run (a launch while that is under way is dropped: "already killed").
+            wait_until(lambda: "PENDING" in slurm_cluster.command("squeue", "-h", "-r", "-j", job_id, "-o", "%T"),
+                       what="the requeued job pending")
+            time.sleep(2)
+            slurm_cluster.command("scontrol", "update", "jobid=" + job_id, "StartTime=now")
     driver.join(timeout=300)
     assert not driver.is_alive()
     # The cancelled task is reported; the requeued one ran again by itself and finished.
