@@ -1,14 +1,20 @@
 """A throwaway single-node SLURM for the tests: munged, slurmctld and slurmd as child processes,
 with their own key, config, state, sockets and logs in one folder, on free ports.
 
+By hand: `python3 tests/slurm_cluster.py` starts one, prints the SLURM_CONF line to export, and
+stops it on Ctrl-C.
+
 The node has two fake GPUs (character devices made with mknod, which is what slurmd's gres/gpu
 accepts), so that `--gres=gpu:1` tasks get their own CUDA_VISIBLE_DEVICES as on a real GPU node.
 Client tools (sbatch, squeue, scontrol, scancel) find the cluster through SLURM_CONF.
 """
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 
 FAKE_GPUS = 2
@@ -148,3 +154,24 @@ class SlurmCluster:
 
 def slurm_tools_present():
     return all(shutil.which(tool) for tool in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch"))
+
+
+def main():
+    root = tempfile.mkdtemp(prefix="pycaffe_fer_slurm-")
+    os.chmod(root, 0o755)              # munged wants every folder above its socket open to all
+    cluster = SlurmCluster(root).start()
+    print("a one-node SLURM with %d fake GPUs is up; in another shell:\n\n    export SLURM_CONF=%s\n\n"
+          "Ctrl-C stops it." % (FAKE_GPUS, cluster.conf), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
