@@ -9,6 +9,10 @@
                    and any fixed-gamma ensembles
     evaluation     every net's scores on the test split, read once; eq. 7; confusion; diversity
     report         report.md with tables and PNGs beside the paper's numbers
+
+The heavy work (LMDB builds, training runs, scoring passes) goes as tasks (tasks.py) to the
+experiment's executor, this machine (executor.LocalExecutor) or a SLURM cluster
+(slurm.SlurmExecutor); the stages read what the tasks wrote and do not know where they ran.
 """
 import collections
 import os

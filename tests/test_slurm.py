@@ -18,7 +18,7 @@ from pycaffe_fer import slurm, training
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.pipeline import Experiment
 from pycaffe_fer.splits import prepare_build, recipe
-from pycaffe_fer.tasks import Task, TaskFailed
+from pycaffe_fer.tasks import Task, TaskFailed, assigned_gpu
 from helpers import REPO, TINY, tiny_config
 
 # test_pipeline's experiment with fewer runs: two gammas, no fixed-gamma ensemble.
@@ -233,6 +233,14 @@ def test_dry_run_prints_the_scripts_and_submits_nothing(slurm_cluster, tmp_path)
     assert "dry run: stage data has 3 task(s) to submit" in result.stdout
     assert slurm_cluster.command("squeue", "-h", "-t", "all", "-o", "%i") == before
     assert not glob.glob(os.path.join(out, "lmdb", "builds", "*", slurm.JOB_FILE))
+
+
+def test_a_task_given_no_gpu_says_so(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(TaskFailed, match="this task was given no GPU"):
+        assigned_gpu()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert assigned_gpu() == 0                                # device 0 of those visible: GPU 3
 
 
 def test_slurm_options_come_from_the_config_then_the_command_line():
