@@ -4,7 +4,7 @@ directory afterwards, never from SLURM.
 
 Each task directory keeps
 
-    slurm_job.json   the array task that runs it ({job_id: "<array job>_<index>", name, script}),
+    slurm_job.json   the array task that runs it ({job_id: "<array job>_<index>", name, index, script}),
                      so that a driver started again re-attaches to it instead of submitting twice
     slurm.log        everything the task printed, every time it ran (a requeued task appends)
 
@@ -100,6 +100,12 @@ def read_job(directory):
         return json.load(handle)
 
 
+def write_job(directory, record):
+    with atomic_path(os.path.join(directory, JOB_FILE)) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump(record, handle, indent=2)
+
+
 def log_tail(directory, fallback, lines=LOG_TAIL):
     """The last lines the task printed (its slurm.log, or sbatch's own output file if the task never
     got as far as writing its log)."""
@@ -189,16 +195,21 @@ class SlurmExecutor:
         with atomic_path(path) as tmp:
             with open(tmp, "w") as handle:
                 handle.write(script)
+        # The job name and index go to each task first: a driver that dies between sbatch and the
+        # ids below finds its tasks in squeue by them and does not submit them twice.
+        now = datetime.datetime.now().isoformat(timespec="seconds")
+        records = [{"job_id": None, "name": name, "index": index, "script": path, "submitted": now}
+                   for index in range(len(tasks))]
+        for task, record in zip(tasks, records):
+            write_job(task.directory, record)
         result = self.command(command)
         if result.returncode:
+            for task in tasks:
+                os.remove(os.path.join(task.directory, JOB_FILE))
             raise TaskFailed("sbatch refused %s: %s" % (path, result.stderr.strip()))
         array_id = result.stdout.strip().split(";")[0]
-        now = datetime.datetime.now().isoformat(timespec="seconds")
-        for index, task in enumerate(tasks):
-            with atomic_path(os.path.join(task.directory, JOB_FILE)) as tmp:
-                with open(tmp, "w") as handle:
-                    json.dump({"job_id": "%s_%d" % (array_id, index), "name": name, "script": path,
-                               "submitted": now}, handle, indent=2)
+        for task, record in zip(tasks, records):
+            write_job(task.directory, dict(record, job_id="%s_%d" % (array_id, record["index"])))
         self.log("[slurm] %s: submitted job array %s (%d task(s)), script %s" % (stage, array_id, len(tasks), path))
 
     def state(self, task, jobs):
@@ -207,6 +218,12 @@ class SlurmExecutor:
         job = read_job(task.directory)
         if job is None:
             return None
+        if job["job_id"] is None:                   # the driver died while submitting it
+            found = [k for k, (_, name) in jobs.items() if name == job["name"] and k.endswith("_%d" % job["index"])]
+            if not found:
+                return None
+            job = dict(job, job_id=found[0])
+            write_job(task.directory, job)
         state, name = jobs.get(job["job_id"], ("ENDED", job["name"]))
         if name != job["name"]:
             return None

@@ -45,6 +45,14 @@ def pause(cluster, job_id):
     raise AssertionError("job %s neither pending nor running: %s" % (job_id, state))
 
 
+def lmdb_builds(local_experiment, tmp_path, count, gpu):
+    """`count` tasks that each build an LMDB of the experiment's synthetic validation split."""
+    source = os.path.join(local_experiment, "synthetic", "fer2013.csv")
+    return [Task("split%d" % index, prepare_build(str(tmp_path / ("build%d" % index)), recipe(
+        str(tmp_path / ("split%d_lmdb" % index)), source, "fer2013", "val", 24, index)),
+        "pycaffe_fer.splits", gpu=gpu, in_process=True) for index in range(count)]
+
+
 def executor(cluster, folder, **opts):
     return slurm.SlurmExecutor(folder, slurm.options(None, opts), poll=0.2, env=cluster.env, log=lambda line: None)
 
@@ -196,13 +204,8 @@ def test_a_failing_task_is_reported_with_its_log_and_only_it_is_retried(slurm_cl
 
 
 def test_gpu_tasks_request_gres_and_get_the_gpu_slurm_assigned(slurm_cluster, local_experiment, tmp_path):
-    source = os.path.join(local_experiment, "synthetic", "fer2013.csv")
-    tasks = []
-    for index in range(3):
-        build = recipe(str(tmp_path / ("split%d_lmdb" % index)), source, "fer2013", "val", 24, index)
-        # An LMDB build never computes on a GPU; marked as one, it shows what every GPU task gets.
-        tasks.append(Task("split%d" % index, prepare_build(str(tmp_path / ("build%d" % index)), build),
-                          "pycaffe_fer.splits", gpu=True, in_process=True))
+    # An LMDB build never computes on a GPU; marked as one, it shows what every GPU task gets.
+    tasks = lmdb_builds(local_experiment, tmp_path, 3, gpu=True)
     opts = slurm.options(None, {"gpus_per_task": 1})
     script = slurm.render_script(tasks, opts, "name", str(tmp_path), sys.executable)
     assert "#SBATCH --gres=gpu:1" in script and "--gpu assigned" in script
@@ -217,6 +220,26 @@ def test_gpu_tasks_request_gres_and_get_the_gpu_slurm_assigned(slurm_cluster, lo
         job = slurm_cluster.command("scontrol", "-o", "show", "job", slurm.read_job(task.directory)["job_id"])
         assert "gres:gpu:1" in job
         assert os.path.isdir(json.load(open(os.path.join(task.directory, "build.json")))["out"])
+
+
+def test_a_driver_that_died_while_submitting_finds_its_jobs_by_name(slurm_cluster, local_experiment, tmp_path):
+    tasks = lmdb_builds(local_experiment, tmp_path, 2, gpu=False)
+    executor(slurm_cluster, str(tmp_path / "scripts"), extra="--hold").submit(tasks, "submit test")
+    ids = [slurm.read_job(t.directory)["job_id"] for t in tasks]
+    for task in tasks:                                       # as if the driver died right after sbatch
+        slurm.write_job(task.directory, dict(slurm.read_job(task.directory), job_id=None))
+    lines = []
+    again = slurm.SlurmExecutor(str(tmp_path / "scripts"), slurm.options(None, {}), poll=0.2, env=slurm_cluster.env,
+                                log=lines.append)
+    driver = threading.Thread(target=again.run, args=(tasks, "submit test"))
+    driver.start()
+    wait_until(lambda: any("re-attached to 2 task(s)" in line for line in lines), what="re-attaching")
+    slurm_cluster.command("scontrol", "release", ids[0].split("_")[0])
+    driver.join(timeout=120)
+    assert not driver.is_alive()
+    assert [slurm.read_job(t.directory)["job_id"] for t in tasks] == ids
+    assert len(glob.glob(str(tmp_path / "scripts" / "*.sbatch"))) == 1      # submitted once
+    assert all(os.path.isdir(json.load(open(os.path.join(t.directory, "build.json")))["out"]) for t in tasks)
 
 
 def test_dry_run_prints_the_scripts_and_submits_nothing(slurm_cluster, tmp_path):
