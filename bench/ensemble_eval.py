@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/ensemble_eval.py [--nets 6] [--images 480] [--repeat 3] [--size 224] [--full]
 
-The ensemble path (pycaffe_fer.pipeline.scores_on, as the evaluation stage and predict.py use it)
+The ensemble path (pycaffe_fer.scoring.scores_on, as the evaluation stage and predict.py use it)
 reads and decodes each test image once and forwards the batch through all N nets; the baseline
 scores the same LMDB N times, one net at a time, as N separate evaluations would. Both in one run,
 alternating which goes first, best of --repeat; prints seconds of each, their ratio (which must be
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from pycaffe_fer.config import load_config  # noqa: E402
 from pycaffe_fer.ensemble import preprocess  # noqa: E402
 from pycaffe_fer.lmdb_io import LMDBWriter, image_batches, image_datum, record_key  # noqa: E402
-from pycaffe_fer.pipeline import scores_on  # noqa: E402
+from pycaffe_fer.scoring import scores_on  # noqa: E402
 from pycaffe_fer.templates import render_deploy, write_prototxt  # noqa: E402
 
 SMALL_KNOBS = ["net.width=0.125", "net.fc_width=128", "net.input_scale=0.0078125"]

@@ -30,7 +30,7 @@ class CaffeBackend:
     name = "caffe"
 
     def __init__(self, spec, gpu=None):
-        from .pipeline import load_nets
+        from .scoring import load_nets
 
         self.spec = spec
         self.input_size, self.grayscale = int(spec["input_size"]), bool(spec["grayscale"])
@@ -138,7 +138,7 @@ def open_backend(name=None, run_root=None, onnx_path=None, gpu=None, log=None):
         if not available("onnx"):
             raise InputError("the onnx backend needs onnxruntime: pip install -r requirements-deploy.txt")
         return OnnxBackend(onnx_path, gpu)
-    spec = onnx_export.ensemble_spec(run_root)
+    spec = ensemble.load_ensemble(run_root)
     if name is None:
         exportable = os.path.exists(os.path.join(run_root, ENSEMBLE_ONNX)) or (available("caffe") and available("onnx export"))
         name = next((b for b in BACKENDS if available(b) and (b != "onnx" or exportable)), None)

@@ -1,13 +1,38 @@
 """The diverse ensemble (section 3.4, eq. 7): average the base classifiers' fc scores, take argmax.
 
 Also the evaluation of N trained nets on one image set, where each image is read and decoded once
-and its preprocessed batch is forwarded through every net.
+and its preprocessed batch is forwarded through every net, and ensemble.json: what an experiment's
+ensemble is (its members' deploy prototxts and models, the fusion and the input transform), for
+prediction.
 """
+import json
+import os
+
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError
 
 FUSIONS = ("score", "probability")
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def write_ensemble(run_root, members, fusion, net_config, grayscale):
+    """<run_root>/ensemble.json. members: [{deploy, model, name, gamma}]."""
+    with atomic_path(os.path.join(run_root, ENSEMBLE_FILE)) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump({"members": members, "fusion": fusion, "mean_value": net_config["mean_value"],
+                       "input_scale": net_config["input_scale"], "input_size": net_config["input_size"],
+                       "grayscale": grayscale}, handle, indent=2)
+
+
+def load_ensemble(run_root):
+    path = os.path.join(run_root, ENSEMBLE_FILE)
+    if not os.path.exists(path):
+        raise InputError("%s: no ensemble.json: is this an experiment directory whose base classifiers "
+                         "finished training?" % run_root)
+    with open(path) as handle:
+        return json.load(handle)
 
 
 def average_scores(score_list):

@@ -191,54 +191,20 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
     window = max(4 * CHUNK * workers, min(WINDOW, WINDOW_BYTES // slot_bytes))
     # Two windows in flight: a slot is reused only after the writer has copied its record out.
     slots = RecordSlots(2 * window, slot_bytes)
-    tasks = ((i % slots.count, sample) for i, sample in enumerate(samples))
-
-    skipped = []
-    per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
-    content = hashlib.md5()
     pool = multiprocessing.Pool(workers, initializer=_start_worker, initargs=(slots,))
     try:
         with contextlib.ExitStack() as stack:
             image_writer = stack.enter_context(LMDBWriter(out, force))
             soft_writers = [stack.enter_context(LMDBWriter(path, force)) for path, _, _ in soft]
-            results = ordered_map(pool, functools.partial(encode, size=size, gray=gray), tasks, window)
+            results = ordered_map(pool, functools.partial(encode, size=size, gray=gray),
+                                  ((i % slots.count, sample) for i, sample in enumerate(samples)), window)
             bar = stack.enter_context(tqdm(total=len(samples), unit="img", desc=os.path.basename(out),
                                            disable=not progress, mininterval=0.5))
-            for index, (sample, (length, info)) in enumerate(zip(samples, results)):
-                bar.update()
-                if not length:
-                    if not skip_bad:
-                        raise InputError(info)
-                    skipped.append(info)
-                    continue
-                key = record_key(image_writer.count, sample.key)
-                image_writer.put(key, slots.read(index % slots.count, length))
-                for writer, (_, _, record) in zip(soft_writers, soft):
-                    writer.put(key, record(sample))
-                per_class[sample.label] += 1
-                content.update(key + b" " + info.encode("ascii") + b"\n")
+            written = _write_records(samples, results, slots, image_writer, soft_writers, soft, skip_bad, bar)
             if not image_writer.count:
                 raise InputError("%s: every record of split %s was bad (%d skipped)"
-                                 % (dataset.source, dataset.split, len(skipped)))
-            all_skipped = dataset.skipped + skipped
-            image_writer.manifest = {
-                "kind": "image",
-                "source": dataset.source,
-                "format": dataset.format,
-                "split": dataset.split,
-                "source_files": dataset.source_files,
-                "notes": dataset.notes,
-                "classes": list(CLASSES),
-                "per_class": {name: int(n) for name, n in zip(CLASSES, per_class)},
-                "shape": [1 if gray else 3, size, size],
-                "channel_order": "gray" if gray else "BGR",
-                "seed": seed,
-                "skipped_bad": len(all_skipped),
-                "skipped_examples": all_skipped[:SKIPPED_EXAMPLES],
-                "excluded": dataset.excluded,
-                "content_md5": content.hexdigest(),
-                "soft_label_lmdbs": [os.path.abspath(path) for path, _, _ in soft],
-            }
+                                 % (dataset.source, dataset.split, len(written["skipped"])))
+            image_writer.manifest = _image_manifest(dataset, size, gray, seed, written, soft)
             for writer, (_, fields, _) in zip(soft_writers, soft):
                 writer.manifest = dict(fields, kind="soft", image_lmdb=os.path.abspath(out),
                                        split=dataset.split, seed=seed)
@@ -249,6 +215,49 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
         pool.join()
         slots.release()
     return read_manifest(out)
+
+
+def _write_records(samples, results, slots, image_writer, soft_writers, soft, skip_bad, bar):
+    """Write each encoded sample (in order) and its soft-label records; {per_class, content, skipped}."""
+    skipped = []
+    per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
+    content = hashlib.md5()
+    for index, (sample, (length, info)) in enumerate(zip(samples, results)):
+        bar.update()
+        if not length:
+            if not skip_bad:
+                raise InputError(info)
+            skipped.append(info)
+            continue
+        key = record_key(image_writer.count, sample.key)
+        image_writer.put(key, slots.read(index % slots.count, length))
+        for writer, (_, _, record) in zip(soft_writers, soft):
+            writer.put(key, record(sample))
+        per_class[sample.label] += 1
+        content.update(key + b" " + info.encode("ascii") + b"\n")
+    return {"per_class": per_class, "content": content, "skipped": skipped}
+
+
+def _image_manifest(dataset, size, gray, seed, written, soft):
+    all_skipped = dataset.skipped + written["skipped"]
+    return {
+        "kind": "image",
+        "source": dataset.source,
+        "format": dataset.format,
+        "split": dataset.split,
+        "source_files": dataset.source_files,
+        "notes": dataset.notes,
+        "classes": list(CLASSES),
+        "per_class": {name: int(n) for name, n in zip(CLASSES, written["per_class"])},
+        "shape": [1 if gray else 3, size, size],
+        "channel_order": "gray" if gray else "BGR",
+        "seed": seed,
+        "skipped_bad": len(all_skipped),
+        "skipped_examples": all_skipped[:SKIPPED_EXAMPLES],
+        "excluded": dataset.excluded,
+        "content_md5": written["content"].hexdigest(),
+        "soft_label_lmdbs": [os.path.abspath(path) for path, _, _ in soft],
+    }
 
 
 def write_soft_lmdb(image_lmdb, soft_labels, out, force=False, **manifest):

@@ -252,16 +252,6 @@ def save_model(model, out, external_data_bytes=EXTERNAL_DATA_BYTES):
     return out
 
 
-def ensemble_spec(run_root):
-    """The spec in an experiment directory's ensemble.json."""
-    path = os.path.join(run_root, "ensemble.json")
-    if not os.path.exists(path):
-        raise InputError("%s: no ensemble.json: is this an experiment directory whose base classifiers "
-                         "finished training?" % run_root)
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def run_spec(run_dir):
     """A one-member spec for a single run directory, from its run.json (preprocessing from the run's
     net settings; gray input when its training LMDB was built from FER-2013 or FER+)."""

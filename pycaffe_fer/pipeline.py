@@ -9,65 +9,39 @@
                    and any fixed-gamma ensembles
     evaluation     every net's scores on the test split, read once; eq. 7; confusion; diversity
     report         report.md with tables and PNGs beside the paper's numbers
+
+The heavy work (LMDB builds, training runs, scoring passes) goes as tasks (tasks.py) to the
+experiment's executor, this machine (executor.LocalExecutor) or a SLURM cluster
+(slurm.SlurmExecutor); the stages read what the tasks wrote and do not know where they ran.
 """
 import collections
-import functools
-import hashlib
-import json
 import os
 
 import numpy as np
 
 from . import ensemble as ensemble_eq
-from . import report, softlabel, synth, training
+from . import report, scoring, softlabel, splits, synth, training
 from . import results as results_format
-from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
 from .config import validate
-from .datasets import open_dataset, stratified_split, with_mirror_copies
 from .errors import InputError
-from .lmdb_build import build_image_lmdb, soft_lmdb_path, write_soft_lmdb
-from .lmdb_io import image_batches, read_manifest
+from .executor import LocalExecutor
+from .lmdb_build import soft_lmdb_path, write_soft_lmdb
+from .lmdb_io import read_manifest
 from .softlabel import gamma_tag
-
-ENSEMBLE_FILE = "ensemble.json"
-
-
-def fingerprint(matrix):
-    """A short hash of a soft-label matrix, to tell runs trained on different soft labels apart."""
-    return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
-
-
-def load_nets(members, gpu=None):
-    """caffe.Net (TEST) of each member: {"deploy": prototxt, "model": caffemodel}."""
-    import caffe
-
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_mode_gpu()
-        caffe.set_device(int(gpu))
-    return [caffe.Net(m["deploy"], caffe.TEST, weights=m["model"]) for m in members]
-
-
-def scores_on(lmdb_path, members, net_config, gpu=None):
-    """Every member's M x C fc scores on the LMDB (each image read and decoded once), and the labels;
-    the images are transformed as the TEST phase's Data layer does (config ``net`` section)."""
-    return ensemble_eq.forward_scores(load_nets(members, gpu), image_batches(lmdb_path, int(net_config["test_batch_size"])),
-                                      net_config["mean_value"], float(net_config["input_scale"]))
+from .tasks import Task
 
 
 class Experiment:
-    """One experiment directory: its config, data source, initial weights and devices."""
+    """One experiment directory: its config, data source, initial weights, and the executor its
+    stages hand their tasks to (default: this machine, `jobs` runs at once, on `gpus` or the CPU)."""
 
-    def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print):
+    def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print, executor=None):
         self.config = validate(config)          # a config built in code is checked as a loaded one is
         self.out = os.path.abspath(out_dir)
         self.data = data
         self.weights = os.path.abspath(weights) if weights else None
-        self.gpus = gpus
-        self.eval_gpu = gpus[0] if gpus else None    # evaluation runs in this process, on one device
-        self.jobs = jobs
+        self.executor = executor or LocalExecutor(jobs=jobs, gpus=gpus, log=log)
         self.log = log
         self.batch_size = int(config["net"]["batch_size"])
         if self.weights and not os.path.exists(self.weights):
@@ -103,81 +77,61 @@ class Experiment:
         return "the embedded synthetic FER-2013-format set (%s)" % ", ".join(
             "%s=%s" % kv for kv in sorted(self.config["data"]["synthetic"].items()))
 
-    def build(self, name, make_dataset, pad):
-        """The image LMDB `name` of the Dataset `make_dataset()`, which is called (the source read)
-        only when the LMDB is not there yet. Training sets are padded with repeats of their first
-        records to a whole number of batches, so a resumed run finds its data position fast."""
-        out = self.lmdb(name)
-        size = int(self.config["net"]["input_size"])
-        if os.path.isdir(out):
-            manifest, source = read_manifest(out), os.path.abspath(self.source())
-            if manifest["source"] != source or manifest["shape"][1:] != [size, size]:
-                raise InputError("%s was built from %s at %s, not from %s at %dx%d: remove it or use another "
-                                 "output directory" % (out, manifest["source"], "x".join(map(str, manifest["shape"][1:])),
-                                                        source, size, size))
-            return out
-        dataset = make_dataset()
-        samples = list(dataset)
-        if pad and len(samples) % self.batch_size:
-            extra = self.batch_size - len(samples) % self.batch_size
-            dataset = dataset.derive(samples + samples[:extra], padded_with_repeats=extra)
-        build_image_lmdb(dataset, out, size=size, seed=int(self.config["data"].get("seed", 0)))
-        return out
-
-    def prepare_data(self):
-        """Build the LMDBs every later stage reads; return {role: lmdb path}."""
-        self.stage("data")
+    def lmdb_recipes(self):
+        """{role: splits.recipe} of every LMDB the later stages read; roles may share one LMDB."""
         source, fmt = self.source(), self.config["data"]["format"]
-        splits = {}
+        size, seed = int(self.config["net"]["input_size"]), int(self.config["data"].get("seed", 0))
 
-        def split_lmdb(split, pad):
-            key = (split, pad)
-            if key not in splits:
-                name = split + ("_train" if pad else "")
-                splits[key] = self.build(name, lambda: open_dataset(source, split, fmt), pad)
-            return splits[key]
+        def split_lmdb(split, pad, name=None, **options):
+            name = name or split + ("_train" if pad else "")
+            return splits.recipe(self.lmdb(name), source, fmt, split, size, seed,
+                                 pad_to=self.batch_size if pad else None, **options)
 
         constructor, inv, ens = self.config["constructor"], self.config["investigation"], self.config["ensemble"]
-        lmdbs = {"ensemble_train": split_lmdb(ens["train"], True), "ensemble_val": split_lmdb(ens["val"], False),
-                 "test": split_lmdb(ens["test"], False)}
+        recipes = {"ensemble_train": split_lmdb(ens["train"], True), "ensemble_val": split_lmdb(ens["val"], False),
+                   "test": split_lmdb(ens["test"], False)}
         if not constructor.get("softlabels"):
-            lmdbs["constructor_train"] = split_lmdb(constructor["train"], True)
-            lmdbs["constructor_val"] = split_lmdb(constructor["val"], False)
+            recipes["constructor_train"] = split_lmdb(constructor["train"], True)
+            recipes["constructor_val"] = split_lmdb(constructor["val"], False)
         if inv.get("gammas"):
             if inv.get("holdout"):
-                @functools.lru_cache(maxsize=None)
-                def parts():
-                    train = open_dataset(source, inv["train"], fmt)
-                    if inv.get("mirror"):
-                        train = with_mirror_copies(train)
-                    return stratified_split(train, float(inv["holdout"]), int(self.config["data"].get("seed", 0)))
-                lmdbs["investigation_train"] = self.build("investigation_train", lambda: parts()[0], True)
-                lmdbs["investigation_val"] = self.build("investigation_holdout", lambda: parts()[1], False)
+                for role, name, part, pad in (("investigation_train", "investigation_train", "kept", True),
+                                              ("investigation_val", "investigation_holdout", "held", False)):
+                    recipes[role] = split_lmdb(inv["train"], pad, name, mirror=inv.get("mirror"), holdout={
+                        "fraction": float(inv["holdout"]), "seed": seed, "part": part})
             else:
-                lmdbs["investigation_train"] = split_lmdb(inv["train"], True)
-                lmdbs["investigation_val"] = split_lmdb(inv["val"], False)
-        return lmdbs
+                recipes["investigation_train"] = split_lmdb(inv["train"], True)
+                recipes["investigation_val"] = split_lmdb(inv["val"], False)
+        return recipes
+
+    def prepare_data(self):
+        """Build the LMDBs every later stage reads (those not there yet); return {role: lmdb path}.
+        An LMDB already there must come from this source at this size."""
+        self.stage("data")
+        recipes = self.lmdb_recipes()
+        tasks = []
+        for build in {r["out"]: r for r in recipes.values()}.values():
+            if os.path.isdir(build["out"]):
+                splits.check_existing(build["out"], build["source"], build["size"])
+            name = os.path.basename(build["out"])
+            tasks.append(Task(name, splits.prepare_build(self.path("lmdb", "builds", name), build),
+                              "pycaffe_fer.splits", gpu=False, in_process=True))
+        self.executor.run(tasks, "data")
+        return {role: build["out"] for role, build in recipes.items()}
 
     # ---- runs ------------------------------------------------------------------------------
     def run_spec(self, name, train, val, D=None, gamma=None, weights=None, seed=None):
-        """A hard-label run, or with D and gamma a soft-label one (whose spec names the soft labels'
-        fingerprint, so a run trained on other soft labels is never taken for this one)."""
-        spec = {"name": name, "head": "hard" if D is None else "soft", "gamma": gamma, "train_lmdb": train,
-                "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights,
-                "seed": int(self.config["solver"]["random_seed"] if seed is None else seed)}
-        if D is not None:
-            spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma)
-            spec["val_soft_lmdb"] = soft_lmdb_path(val, gamma)
-            spec["softlabels"] = fingerprint(softlabel.perturb(D, gamma))
-        return spec
+        seed = int(self.config["solver"]["random_seed"] if seed is None else seed)
+        return training.make_spec(name, train, val, seed, D, gamma, weights)
 
     def prepare(self, folder, spec, solver=None):
         """A run directory under the experiment, with `solver` overriding the config's solver section."""
         config = dict(self.config, solver=dict(self.config["solver"], **(solver or {})))
         return training.prepare_run(self.path(folder, spec["name"]), config, spec)
 
-    def train(self, run_dirs):
-        training.train_all(run_dirs, jobs=self.jobs, gpus=self.gpus, log=self.log)
+    def train(self, run_dirs, stage):
+        self.executor.run([Task(training.read_run(d)["spec"]["name"], d, "pycaffe_fer.training", gpu=True,
+                                in_process=False) for d in run_dirs], stage)
 
     def members(self, run_dirs):
         members = []
@@ -187,8 +141,13 @@ class Experiment:
                             "name": spec["name"], "gamma": spec["gamma"]})
         return members
 
-    def scores(self, lmdb_path, run_dirs):
-        return scores_on(lmdb_path, self.members(run_dirs), self.config["net"], self.eval_gpu)
+    def scores(self, name, lmdb_path, run_dirs):
+        """Every run's scores on the LMDB, and its labels, by a scoring pass (under scores/<name>)."""
+        directory = scoring.prepare_scoring(self.path("scores", name), lmdb_path, self.members(run_dirs),
+                                            self.config["net"])
+        self.executor.run([Task("scores " + name, directory, "pycaffe_fer.scoring", gpu=True, in_process=True)],
+                          "scoring " + name)
+        return scoring.read_scores(directory)
 
     # ---- constructor (eqs. 2-3) --------------------------------------------------------------
     def softlabels(self, lmdbs):
@@ -203,8 +162,8 @@ class Experiment:
         weights = self.weights if constructor.get("init") == "weights" else None
         run_dir = self.prepare("constructor", self.run_spec(
             "hard", lmdbs["constructor_train"], lmdbs["constructor_val"], weights=weights))
-        self.train([run_dir])
-        (val_scores,), val_labels = self.scores(lmdbs["constructor_val"], [run_dir])
+        self.train([run_dir], "constructor")
+        (val_scores,), val_labels = self.scores("constructor_val", lmdbs["constructor_val"], [run_dir])
         D = softlabel.construct(ensemble_eq.softmax(val_scores), val_labels, NUM_CLASSES)
         off = ", ".join("%s (argmax %s)" % (CLASSES[j], CLASSES[k]) for j, k in softlabel.off_diagonal_rows(D))
         if off and not constructor.get("allow_off_diagonal"):
@@ -243,8 +202,8 @@ class Experiment:
         run_dirs = [self.prepare("investigation", self.run_spec(
             "g" + gamma_tag(g), lmdbs["investigation_train"], lmdbs["investigation_val"], D, g, init_weights),
             inv.get("solver")) for g in gammas]
-        self.train(run_dirs)
-        scores, labels = self.scores(lmdbs["investigation_val"], run_dirs)
+        self.train(run_dirs, "investigation")
+        scores, labels = self.scores("investigation_val", lmdbs["investigation_val"], run_dirs)
         accuracies = [results_format.accuracy(labels, s.argmax(axis=1)) for s in scores]
         if inv.get("select") == "auto":
             selected = ensemble_eq.select_gammas(gammas, accuracies, float(inv["tolerance"]))
@@ -284,15 +243,9 @@ class Experiment:
                 baseline_dir = self.prepare("baseline", self.run_spec("hard", train, val, weights=self.weights))
             runs["baseline"] = baseline_dir
         self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] +
-                   ([runs["baseline"]] if ens.get("baseline") else []))
-        with atomic_path(self.path(ENSEMBLE_FILE)) as tmp:
-            with open(tmp, "w") as handle:
-                json.dump({"members": self.members(runs["ensemble"]), "fusion": ens["fusion"],
-                           "mean_value": self.config["net"]["mean_value"],
-                           "input_scale": self.config["net"]["input_scale"],
-                           "input_size": self.config["net"]["input_size"],
-                           "grayscale": self.config["data"]["format"] in ("fer2013", "ferplus")},
-                          handle, indent=2)
+                   ([runs["baseline"]] if ens.get("baseline") else []), "base classifiers")
+        ensemble_eq.write_ensemble(self.out, self.members(runs["ensemble"]), ens["fusion"], self.config["net"],
+                                   self.config["data"]["format"] in ("fer2013", "ferplus"))
         return runs
 
     def evaluate(self, runs, lmdbs, constructor_dir):
@@ -304,7 +257,7 @@ class Experiment:
         all_dirs += [constructor_dir] if constructor_dir else []
         all_dirs = list(collections.OrderedDict.fromkeys(all_dirs))   # the baseline may be the constructor
         members = self.members(all_dirs)
-        scores, labels = scores_on(lmdbs["test"], members, self.config["net"], self.eval_gpu)
+        scores, labels = self.scores("test", lmdbs["test"], all_dirs)
         by_dir = dict(zip(all_dirs, scores))
         truth = None if self.data else synth.mixtures_of_lmdb(self.source(), self.config["ensemble"]["test"], lmdbs["test"])
         evaluation = results_format.evaluation(labels, by_dir, runs, {d: (m["name"], m["gamma"]) for d, m in zip(all_dirs, members)},

@@ -13,30 +13,29 @@ the previous segment's snapshot, its data layers moved to where the previous seg
 Caffe's random generator seeded from (seed, first iteration). An interrupted run resumes at its last
 whole snapshot and, on the CPU with a fixed seed, ends with exactly the weights of an uninterrupted run.
 """
-import argparse
-import concurrent.futures
+import hashlib
 import json
 import math
 import os
-import queue
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 
-from . import templates
+from . import softlabel, templates
 from .atomic import atomic_path
 from .errors import InputError, run_cli
+from .lmdb_build import soft_lmdb_path
 from .lmdb_io import lmdb_count
+from .scoring import use_device
+from .tasks import TaskFailed, task_main
 from .weights import copy_weights, describe
 
 RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
 
 
-class TrainingError(Exception):
+class TrainingError(TaskFailed):
     """A run that cannot go on (loss became NaN/inf, or its process failed)."""
 
 
@@ -64,11 +63,28 @@ def final_model(run_dir):
     return os.path.join(run_dir, run["model"])
 
 
+def fingerprint(matrix):
+    """A short hash of a soft-label matrix, to tell runs trained on different soft labels apart."""
+    return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
+
+
+def make_spec(name, train, val, seed, D=None, gamma=None, weights=None):
+    """The spec of a hard-label run, or with D and gamma a soft-label one (whose spec names the soft
+    labels' fingerprint, so a run trained on other soft labels is never taken for this one)."""
+    spec = {"name": name, "head": "hard" if D is None else "soft", "gamma": gamma, "train_lmdb": train,
+            "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights, "seed": int(seed)}
+    if D is not None:
+        spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma)
+        spec["val_soft_lmdb"] = soft_lmdb_path(val, gamma)
+        spec["softlabels"] = fingerprint(softlabel.perturb(D, gamma))
+    return spec
+
+
 def prepare_run(run_dir, config, spec):
     """Write a run directory's prototxts and run.json, unless it already holds this very run.
 
-    spec: name, head ('hard' | 'soft'), gamma, train_lmdb, val_lmdb, train_soft_lmdb,
-    val_soft_lmdb (soft head), weights (a caffemodel or None), seed.
+    spec: from make_spec (name, head ('hard' | 'soft'), gamma, train_lmdb, val_lmdb, train_soft_lmdb,
+    val_soft_lmdb (soft head), weights (a caffemodel or None), seed).
     A directory that holds a different run (other spec or settings) is refused, not overwritten.
     """
     run_dir = os.path.abspath(run_dir)
@@ -158,10 +174,66 @@ def _validation_accuracy(run_dir, solver, test_iter):
     return float(np.mean([float(net.forward()["accuracy"]) for _ in range(test_iter)]))
 
 
-def train(run_dir, gpu=None, log=None):
-    """Train a prepared run to its max_iter, resuming from its last whole snapshot; return the model."""
+class RunLog:
+    """A run's progress lines, to its train.log and to `log` (default: print), prefixed with its name."""
+
+    def __init__(self, run_dir, name, log=None):
+        self.name, self.log = name, log or print
+        self.file = open(os.path.join(run_dir, "train.log"), "a")
+
+    def __call__(self, line):
+        line = "[%s] %s" % (self.name, line)
+        self.file.write(line + "\n")
+        self.file.flush()
+        self.log(line)
+
+    def close(self):
+        self.file.close()
+
+
+def _start_segment(run_dir, spec, start, snapshots, say, resuming):
+    """A fresh solver at iteration `start`: restored from its snapshot, or initialised from the spec's
+    weights at 0; seeded, and its data layers where an uninterrupted run would have them."""
     import caffe
 
+    solver = caffe.SGDSolver(os.path.join(run_dir, "solver.prototxt"))
+    if start:
+        solver.restore(snapshots[start][1])
+        if resuming:
+            say("resumed from iteration %d" % start)
+    elif spec.get("weights"):
+        say("initialised from %s: %s" % (spec["weights"], describe(copy_weights(solver.net, spec["weights"]))))
+    caffe.set_random_seed(_segment_seed(spec["seed"], start))
+    return solver
+
+
+def _step_to(solver, end, max_iter, display, say):
+    """Step the solver to iteration `end`, printing progress every `display` iterations."""
+    start, began, losses = solver.iter, time.time(), []
+    while solver.iter < end:
+        solver.step(1)
+        loss = float(solver.net.blobs["loss"].data)
+        if not math.isfinite(loss):
+            raise TrainingError("loss became %s at iteration %d (lr %g): lower solver.base_lr or check "
+                                "the data" % (loss, solver.iter, solver.lr))
+        losses.append(loss)
+        if solver.iter % display == 0 or solver.iter == end:
+            speed = (solver.iter - start) / max(time.time() - began, 1e-9)
+            say("iter %d/%d  loss %.4f  lr %g  %.2f it/s  ETA %s" % (
+                solver.iter, max_iter, np.mean(losses[-display:]), solver.lr, speed,
+                _format_eta((max_iter - solver.iter) / speed)))
+
+
+def _finish_segment(run_dir, name, solver, test_iter, say):
+    """Snapshot (step() snapshots only at multiples of `snapshot`), validate, and mark the snapshot whole."""
+    if not os.path.exists(_snapshot_prefix(run_dir, name, solver.iter) + ".solverstate"):
+        solver.snapshot()
+    say("iter %d  validation accuracy %.4f" % (solver.iter, _validation_accuracy(run_dir, solver, test_iter)))
+    open(os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % solver.iter), "w").close()
+
+
+def train(run_dir, gpu=None, log=None):
+    """Train a prepared run to its max_iter, resuming from its last whole snapshot; return the model."""
     run_dir = os.path.abspath(run_dir)
     run = read_run(run_dir)
     if run["status"] == "finished":
@@ -171,20 +243,8 @@ def train(run_dir, gpu=None, log=None):
     display = int(solver_settings.get("display") or 20)
     batch_size = int(run["settings"]["net"]["batch_size"])
     records = lmdb_count(spec["train_lmdb"])
-    test_iter = run["test_iter"]
-    log_file = open(os.path.join(run_dir, "train.log"), "a")
-
-    def say(line):
-        line = "[%s] %s" % (spec["name"], line)
-        log_file.write(line + "\n")
-        log_file.flush()
-        (log or print)(line)
-
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_mode_gpu()
-        caffe.set_device(int(gpu))
+    say = RunLog(run_dir, spec["name"], log)
+    use_device(gpu)
     resuming = True
     try:
         while True:
@@ -192,33 +252,10 @@ def train(run_dir, gpu=None, log=None):
             start = max(snapshots) if snapshots else 0
             if start >= max_iter:
                 break
-            solver = caffe.SGDSolver(os.path.join(run_dir, "solver.prototxt"))
-            if start:
-                solver.restore(snapshots[start][1])
-                if resuming:
-                    say("resumed from iteration %d" % start)
-            elif spec.get("weights"):
-                say("initialised from %s: %s" % (spec["weights"], describe(copy_weights(solver.net, spec["weights"]))))
-            caffe.set_random_seed(_segment_seed(spec["seed"], start))
+            solver = _start_segment(run_dir, spec, start, snapshots, say, resuming)
             _skip_batches(solver.net, start, batch_size, records)
-            end = min(start + segment, max_iter)
-            began, losses = time.time(), []
-            while solver.iter < end:
-                solver.step(1)
-                loss = float(solver.net.blobs["loss"].data)
-                if not math.isfinite(loss):
-                    raise TrainingError("loss became %s at iteration %d (lr %g): lower solver.base_lr or check "
-                                        "the data" % (loss, solver.iter, solver.lr))
-                losses.append(loss)
-                if solver.iter % display == 0 or solver.iter == end:
-                    speed = (solver.iter - start) / max(time.time() - began, 1e-9)
-                    say("iter %d/%d  loss %.4f  lr %g  %.2f it/s  ETA %s" % (
-                        solver.iter, max_iter, np.mean(losses[-display:]), solver.lr, speed,
-                        _format_eta((max_iter - solver.iter) / speed)))
-            if not os.path.exists(_snapshot_prefix(run_dir, spec["name"], solver.iter) + ".solverstate"):
-                solver.snapshot()                # step() snapshots only at multiples of `snapshot`
-            say("iter %d  validation accuracy %.4f" % (solver.iter, _validation_accuracy(run_dir, solver, test_iter)))
-            open(os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % solver.iter), "w").close()
+            _step_to(solver, min(start + segment, max_iter), max_iter, display, say)
+            _finish_segment(run_dir, spec["name"], solver, run["test_iter"], say)
             del solver
             resuming = False
     except TrainingError as error:
@@ -226,62 +263,15 @@ def train(run_dir, gpu=None, log=None):
         say("FAILED: %s" % error)
         raise
     finally:
-        log_file.close()
+        say.close()
     model = os.path.relpath(_whole_snapshots(run_dir)[max_iter][0], run_dir)
     write_run(run_dir, dict(run, status="finished", model=model))
     return os.path.join(run_dir, model)
 
 
-def train_all(run_dirs, jobs=1, gpus=None, log=print):
-    """Train runs, `jobs` at a time, each in its own process (runs are independent); finished runs
-    are skipped. gpus: device ids handed out in turn, or None for the CPU."""
-    pending = [d for d in run_dirs if not is_finished(d)]
-    for done in run_dirs:
-        if done not in pending:
-            log("[%s] finished earlier: skipped" % read_run(done)["spec"]["name"])
-    env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"))
-    if not gpus and jobs > 1 and "OPENBLAS_NUM_THREADS" not in env:
-        env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    lock = threading.Lock()
-    free_gpus = queue.Queue()
-    for gpu in gpus or []:
-        free_gpus.put(gpu)
-
-    def train_in_process(run_dir):
-        command = [sys.executable, "-u", "-m", "pycaffe_fer.training", run_dir]
-        gpu = free_gpus.get() if gpus else None       # a GPU no other run holds
-        if gpu is not None:
-            command += ["--gpu", str(gpu)]
-        try:
-            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       universal_newlines=True)
-            for line in process.stdout:
-                with lock:
-                    log(line.rstrip("\n"))
-            return process.wait() == 0
-        finally:
-            if gpu is not None:
-                free_gpus.put(gpu)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(train_in_process, pending))
-    failed = [run_dir for run_dir, ok in zip(pending, results) if not ok]
-    if failed:
-        raise TrainingError("training failed in %s (see train.log there)" % ", ".join(failed))
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train one prepared run directory (resumes if interrupted).")
-    parser.add_argument("run_dir")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
-    args = parser.parse_args(argv)
-    try:
-        train(args.run_dir, gpu=args.gpu)
-    except TrainingError as error:
-        print("error: %s: %s" % (args.run_dir, error), file=sys.stderr)
-        return 1
-    return 0
+run_task = train
+task_done = is_finished
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(lambda argv: task_main(train, "Train one prepared run directory (resumes if interrupted).", argv)))

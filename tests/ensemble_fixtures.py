@@ -1,13 +1,12 @@
 """Ensembles for the export, backend, video and deploy tests: real Caffe nets rendered from our
 templates with the configs' net sections, weights drawn by Caffe's own fillers, saved as
 caffemodels beside an ensemble.json like the pipeline's; and the checks that backends agree."""
-import json
 import os
 
 import caffe
 import numpy as np
 
-from pycaffe_fer import templates
+from pycaffe_fer import ensemble, templates
 from pycaffe_fer.config import load_config
 
 # Parity: fused scores within this share of the image's largest score, and the same argmax.
@@ -28,9 +27,7 @@ def random_ensemble(root, config="demo", members=3, fusion="score", grayscale=Tr
         model = os.path.join(root, "member%d.caffemodel" % index)
         caffe.Net(deploy, caffe.TEST).save(model)
         spec_members.append({"deploy": deploy, "model": model, "name": "m%d" % index, "gamma": 1.0 + 0.4 * index})
-    with open(os.path.join(root, "ensemble.json"), "w") as handle:
-        json.dump({"members": spec_members, "fusion": fusion, "mean_value": net["mean_value"],
-                   "input_scale": net["input_scale"], "input_size": net["input_size"], "grayscale": grayscale}, handle)
+    ensemble.write_ensemble(root, spec_members, fusion, net, grayscale)
     return root
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from pycaffe_fer import backends, onnx_export
 from pycaffe_fer.datasets import open_dataset
+from pycaffe_fer.ensemble import load_ensemble
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.lmdb_build import build_image_lmdb
 from pycaffe_fer.lmdb_io import image_batches
@@ -69,7 +70,7 @@ def test_export_cli_writes_a_checked_graph_with_opset_sources_and_pixel_input(de
 def test_probability_fusion_and_weights_in_a_side_file_give_the_same_outputs(demo_ensemble, tmp_path):
     _, faces = demo_ensemble
     run_root = random_ensemble(str(tmp_path / "run"), members=2, fusion="probability")
-    spec = onnx_export.ensemble_spec(run_root)
+    spec = load_ensemble(run_root)
     out = onnx_export.save_model(onnx_export.build_model(spec), str(tmp_path / "e.onnx"), external_data_bytes=0)
     assert os.path.getsize(out + ".data") > os.path.getsize(out)
     assert sorted(os.listdir(str(tmp_path))) == ["e.onnx", "e.onnx.data", "run"]    # no temporary left
@@ -109,7 +110,7 @@ def test_default_backend_exports_once_and_again_when_a_caffemodel_changes(tmp_pa
     assert backend.name == "onnx" and os.path.exists(path)
     stamp = os.stat(path).st_mtime_ns
     assert backends.open_backend(None, run_root).name == "onnx" and os.stat(path).st_mtime_ns == stamp
-    member = onnx_export.ensemble_spec(run_root)["members"][1]
+    member = load_ensemble(run_root)["members"][1]
     caffe.set_random_seed(7)
     caffe.Net(member["deploy"], caffe.TEST).save(member["model"])           # retrained, say
     faces = np.random.RandomState(0).randint(0, 256, (4, 48, 48, 3)).astype(np.uint8)
@@ -125,7 +126,7 @@ def test_full_size_vgg16_at_224_agrees_across_the_three_backends(tmp_path):
     """The paper's net (13 convolutions up to 512 wide, fc 4096) with random weights, two colour images."""
     run_root = random_ensemble(str(tmp_path / "vgg16"), config="raf", members=1, grayscale=False)
     faces = np.random.RandomState(1).randint(0, 256, (2, 224, 224, 3)).astype(np.uint8)
-    spec = onnx_export.ensemble_spec(run_root)
+    spec = load_ensemble(run_root)
     reference, _ = backends.CaffeBackend(spec).run(faces)
     opencv_scores, _ = backends.OpenCVBackend(spec).run(faces)
     out = onnx_export.save_model(onnx_export.build_model(spec), str(tmp_path / "vgg16.onnx"))

@@ -15,23 +15,7 @@ from pycaffe_fer.classes import CLASSES
 from pycaffe_fer.config import load_config
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.pipeline import Experiment
-from helpers import REPO
-
-# The demo's protocol with a net and schedules small enough for a test: input 24 (pool5 1 x 1),
-# conv widths 4..32, fc 32; a few iterations per run.
-TINY = ["data.synthetic={seed: 3, train: 336, val: 140, test: 140, layouts: [fer2013]}",
-        "net.input_size=24", "net.width=0.0625", "net.fc_width=32",
-        "solver.max_iter=20", "solver.snapshot=10", "solver.display=10", "solver.stepsize=1000",
-        "constructor.allow_off_diagonal=true",
-        "investigation.gammas=[0.6, 1.4, 2.2]", "investigation.select=auto", "investigation.tolerance=100",
-        "investigation.solver={max_iter: 10, snapshot: 10, stepsize: 1000}",
-        "ensemble.solver={max_iter: 10, snapshot: 10, stepsize: 1000}",
-        "ensemble.fixed_gamma=[1.4]"]
-
-
-def tiny_config(*overrides):
-    return load_config("demo", TINY + list(overrides))
-
+from helpers import REPO, tiny_config
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):

@@ -14,6 +14,7 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from pycaffe_fer import onnx_export
+from pycaffe_fer.ensemble import load_ensemble
 from pycaffe_fer.errors import run_cli
 
 
@@ -24,7 +25,7 @@ def main(argv=None):
     source.add_argument("--run", metavar="RUN_DIR", help="one finished run directory (one net)")
     parser.add_argument("--out", required=True, metavar="FILE.onnx")
     args = parser.parse_args(argv)
-    spec = onnx_export.ensemble_spec(args.ensemble) if args.ensemble else onnx_export.run_spec(args.run)
+    spec = load_ensemble(args.ensemble) if args.ensemble else onnx_export.run_spec(args.run)
     path = onnx_export.save_model(onnx_export.build_model(spec), args.out)
     print("%s: %d net(s), %s fusion, input uint8 batch x %d x %d x %d, opset %d" % (
         path, len(spec["members"]), spec["fusion"], spec["input_size"], spec["input_size"],

@@ -19,6 +19,11 @@ APT_PY_DEPS="python3-venv python3-pip python3-numpy python3-protobuf python3-ope
   python3-jinja2 python3-yaml python3-tqdm python3-matplotlib python3-pytest python3-skimage
   opencv-data"   # opencv-data: the Haar face cascade tools/predict.py crops faces with
 
+# A throwaway single-node SLURM that the tests start (tests/slurm_cluster.py); no service is started.
+if command -v apt-get >/dev/null; then
+  "$REPO/tools/apt_install_missing.sh" slurm-wlm munge
+fi
+
 caffe_python=""   # directory holding the caffe package, when we built it
 caffe_bin=""
 base_python="${PYCAFFE_FER_PYTHON:-}"

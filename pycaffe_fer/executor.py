@@ -1,0 +1,72 @@
+"""Running a stage's independent tasks (tasks.py) on this machine; slurm.py runs them on a cluster.
+
+Both executors have ``run(tasks, stage)``: it returns when every task is done, skips those done
+earlier, and raises when one failed.
+"""
+import concurrent.futures
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+from .tasks import module_of, task_done
+from .training import TrainingError
+
+
+def skip_done(tasks, log):
+    """The tasks still to run; each finished one is logged as skipped."""
+    pending = []
+    for task in tasks:
+        if task_done(task):
+            log("[%s] finished earlier: skipped" % task.name)
+        else:
+            pending.append(task)
+    return pending
+
+
+class LocalExecutor:
+    """This machine: training runs `jobs` at a time, each in its own process, on the CPU or on the
+    GPUs `gpus` (each run holds one no other run holds); the other tasks in this process, on the
+    first GPU."""
+
+    def __init__(self, jobs=1, gpus=None, log=print):
+        self.jobs, self.gpus, self.log = max(1, jobs), gpus, log
+
+    def run(self, tasks, stage):
+        pending = skip_done(tasks, self.log)
+        for task in [t for t in pending if t.in_process]:
+            module_of(task).run_task(task.directory, gpu=self.gpus[0] if self.gpus and task.gpu else None,
+                                     log=self.log)
+        self.run_processes([t for t in pending if not t.in_process])
+
+    def run_processes(self, tasks):
+        env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"))
+        if not self.gpus and self.jobs > 1 and "OPENBLAS_NUM_THREADS" not in env:
+            env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        lock = threading.Lock()
+        free_gpus = queue.Queue()
+        for gpu in self.gpus or []:
+            free_gpus.put(gpu)
+
+        def run_in_process(task):
+            command = [sys.executable, "-u", "-m", task.module, task.directory]
+            gpu = free_gpus.get() if self.gpus and task.gpu else None       # a GPU no other run holds
+            if gpu is not None:
+                command += ["--gpu", str(gpu)]
+            try:
+                process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           universal_newlines=True)
+                for line in process.stdout:
+                    with lock:
+                        self.log(line.rstrip("\n"))
+                return process.wait() == 0
+            finally:
+                if gpu is not None:
+                    free_gpus.put(gpu)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            results = list(pool.map(run_in_process, tasks))
+        failed = [task.directory for task, ok in zip(tasks, results) if not ok]
+        if failed:
+            raise TrainingError("training failed in %s (see train.log there)" % ", ".join(failed))

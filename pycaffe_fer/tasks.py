@@ -1,0 +1,58 @@
+"""The tasks a stage hands to an executor (executor.LocalExecutor, slurm.SlurmExecutor).
+
+A task is a directory and the module that knows it: the module has ``run_task(directory, gpu,
+log)``, ``task_done(directory)`` and a command line ``python -m MODULE DIRECTORY [--gpu ID|assigned]``
+(see task_main). Everything a task needs is in its directory, what it produces goes to files, so
+the pipeline's stages build tasks, hand them to an executor and read the files, without knowing
+where the work ran:
+
+    pycaffe_fer.training   a run directory: train it (resumes from its last whole snapshot)
+    pycaffe_fer.splits     an LMDB build: one dataset split as an image LMDB
+    pycaffe_fer.scoring    a scoring pass: every listed net's scores on one LMDB, to scores.npz
+"""
+import argparse
+import collections
+import importlib
+import os
+import sys
+
+# in_process: the local executor runs it in this process (LMDB builds and scoring passes, which
+# were always run so); otherwise in a process of its own, `jobs` at a time (training runs).
+# gpu: the task computes on a GPU when the experiment does.
+Task = collections.namedtuple("Task", "name directory module gpu in_process")
+
+
+class TaskFailed(Exception):
+    """A task, or some tasks of a stage, failed; the message names each, with where to look."""
+
+
+def module_of(task):
+    return importlib.import_module(task.module)
+
+
+def task_done(task):
+    return module_of(task).task_done(task.directory)
+
+
+def assigned_gpu():
+    """The GPU a scheduler gave this process: it is device 0 of the CUDA_VISIBLE_DEVICES it set."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not visible or visible in ("-1", "NoDevFiles"):
+        raise TaskFailed("--gpu assigned: this task was given no GPU (CUDA_VISIBLE_DEVICES is %r); "
+                         "submit it with --slurm-gpus-per-task 1" % visible)
+    return 0
+
+
+def task_main(run_task, description, argv=None):
+    """The command line of a task module: ``DIRECTORY [--gpu ID|assigned]``; exit status 1 on failure."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("directory")
+    parser.add_argument("--gpu", default=None, help="GPU id, or `assigned`: the one SLURM gave the task (default: CPU)")
+    args = parser.parse_args(argv)
+    try:
+        gpu = assigned_gpu() if args.gpu == "assigned" else None if args.gpu is None else int(args.gpu)
+        run_task(args.directory, gpu=gpu)
+    except TaskFailed as error:
+        print("error: %s: %s" % (args.directory, error), file=sys.stderr)
+        return 1
+    return 0
