@@ -235,7 +235,8 @@ def test_predict_finds_every_image_the_dataset_readers_read(tmp_path):
     for name in names + ["notes.txt"]:
         (tmp_path / name).write_bytes(b"")
     assert ".webp" in folder.IMAGE_EXTENSIONS          # trains from a class folder; was not found by predict
-    assert predict.image_paths([str(tmp_path)]) == sorted(str(tmp_path / name) for name in names)
+    images, videos = predict.media_paths([str(tmp_path)])
+    assert images == sorted(str(tmp_path / name) for name in names) and videos == []
 
 
 def test_sfew_protocol_data_mirrors_then_holds_out_a_fifth(tmp_path):

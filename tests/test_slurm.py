@@ -84,7 +84,9 @@ def test_demo_through_slurm_reports_what_local_does_and_a_restarted_driver_reatt
     command = DRIVER + ["--out", out]
     constructor_job = os.path.join(out, "constructor", "hard", slurm.JOB_FILE)
     first = subprocess.Popen(command, env=slurm_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    wait_until(lambda: os.path.exists(constructor_job), what="the constructor's job")
+    # The job file is written (name, index) before sbatch answers with the id
+    wait_until(lambda: os.path.exists(constructor_job) and json.load(open(constructor_job)).get("job_id"),
+               what="the constructor's job id")
     first.send_signal(signal.SIGKILL)                     # the driver dies; its job goes on
     first.wait()
     job_id = json.load(open(constructor_job))["job_id"]
@@ -115,8 +117,11 @@ def test_demo_through_slurm_reports_what_local_does_and_a_restarted_driver_reatt
 
     local = json.load(open(os.path.join(local_experiment, "results.json")))
     remote = json.load(open(os.path.join(out, "results.json")))
+    # each experiment names its own test LMDB; every number is the same
+    assert remote.pop("test_lmdb") == os.path.join(out, "lmdb", "test_lmdb")
+    assert local.pop("test_lmdb") == os.path.join(local_experiment, "lmdb", "test_lmdb")
     assert remote == local
-    assert remote["test_count"] == 140 and len(remote["ensemble"]["singles"]) == 2
+    assert remote["test_count"] == 140 and sum(row["kind"] == "single" for row in remote["methods"]) == 2
 
     # A finished experiment run again submits nothing.
     scripts = sorted(os.listdir(os.path.join(out, "slurm")))
