@@ -47,7 +47,7 @@ pack() {
   root="$("$REPO/tools/install_caffe.sh" --cuda --cuda-arch "${GPU_CHECK_ARCH:-90}" --lean --tests | tail -n 1)"
   [ -x "$REPO/.venv/bin/python" ] || die "no .venv: run make setup first (the nets are rendered with pycaffe_fer)"
   stage="$(mktemp -d "$out/.stage.XXXXXX")"
-  trap 'rm -rf "$stage"' EXIT
+  trap "rm -rf '$stage'" EXIT
   mkdir -p "$stage/bin" "$stage/lib" "$stage/test"
   cp "$root/bin/caffe" "$root/test/caffe_gtests" "$stage/bin/"
   cp "$REPO/tools/caffe_gtest_filter.sh" "$stage/"
@@ -59,9 +59,11 @@ pack() {
   for lib in $( { ldd "$root/bin/caffe"; ldd "$root/test/caffe_gtests"; } | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }' | sort -u); do
     is_nvidia_lib "$lib" || cp -L "$lib" "$stage/lib/"
   done
-  cp -L "$root"/lib/libcaffe.so* "$stage/lib/" 2>/dev/null || true
+  # The reference scores come from the CPU build, whichever build .venv points at.
+  local cpu_root
+  cpu_root="$("$REPO/tools/install_caffe.sh" | tail -n 1)"
   say "rendering the nets and the CPU build's reference scores (about 2 min)"
-  "$REPO/.venv/bin/python" "$HERE/gpu_check_nets.py" --out "$stage" --caffe "$REPO/.venv/bin/caffe" --iterations "$iterations"
+  "$REPO/.venv/bin/python" "$HERE/gpu_check_nets.py" --out "$stage" --caffe "$cpu_root/bin/caffe" --iterations "$iterations"
   tar -C "$stage" -cJf "$out/bundle.tar.xz.tmp" .
   mv "$out/bundle.tar.xz.tmp" "$out/bundle.tar.xz"
   local size_mb
@@ -79,8 +81,11 @@ unpack() {
   # NVIDIA's libraries there: the CUDA toolkit's runtime and the Python environment's wheels.
   local nvidia_dirs
   nvidia_dirs="$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "lib", "lib*.so*"))})))' 2>/dev/null || true)"
-  LIBS="$B/lib${nvidia_dirs:+:$nvidia_dirs}:/usr/local/cuda/lib64"
+  LIBS="$B/lib${nvidia_dirs:+:$nvidia_dirs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   LOADER="$(ls "$B"/lib/ld-linux-x86-64.so.* 2>/dev/null | head -n 1)"
+  local missing
+  missing="$("$LOADER" --list --library-path "$LIBS" "$B/bin/caffe_gtests" | awk '/not found/ { print $1 }' | sort -u | tr '\n' ' ')"
+  [ -z "$missing" ] || die "libraries not found: $missing(NVIDIA's come from this machine: the CUDA toolkit and the Python wheels nvidia-cudnn-cu13, nvidia-cublas, nvidia-curand; or add their folders to LD_LIBRARY_PATH)"
 }
 run_bin() { local bin="$1"; shift; "$LOADER" --library-path "$LIBS" "$B/bin/$bin" "$@"; }
 caffe() { (cd "$B" && run_bin caffe "$@"); }

@@ -141,7 +141,7 @@ build_tests() {
   run_step "cmake configure Caffe's gtests" cmake -S "$HERE/caffe_gtests" -B "$build" \
     -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS=$(cat "$ROOT/test/cxx_flags")" \
     "-DCaffe_DIR=$ROOT/share/Caffe" "-DCAFFE_TEST_SOURCES=$ROOT/test/src"
-  say "compiling Caffe's gtests (about 5 min on 2 cores)"
+  say "compiling Caffe's gtests (under a minute on 2 cores)"
   run_step "make gtests" make_with_progress "$build"
   install -m 755 "$build/caffe_gtests" "$ROOT/test/caffe_gtests.tmp"
   mv "$ROOT/test/caffe_gtests.tmp" "$ROOT/test/caffe_gtests"
