@@ -50,7 +50,7 @@ while [ $# -gt 0 ]; do
     --configure-only) configure_only=1 ;;
     --no-apt) use_apt=0 ;;
     --print-root) print_root=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "install_caffe.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
