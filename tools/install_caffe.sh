@@ -257,7 +257,6 @@ if [ "$cuda" = 1 ]; then
     fi
     if [ "$cudnn" = 1 ] && [ -z "$cudnn_header" ]; then
       cudnn_header="$(find "$NVWHEELS/nvidia" -name cudnn.h | head -n1)"
-      rpath="$rpath;$(dirname "$(wheel_lib libcudnn)")"
     fi
   fi
   if [ "$cudnn" = 1 ]; then
@@ -288,7 +287,7 @@ if [ "$configure_only" = 1 ]; then
   say "configured in $BUILD (--configure-only: not building)"
   exit 0
 fi
-say "compiling with $jobs jobs (about 4-7 min for the CPU build, 2-3 min per CUDA architecture more)"
+say "compiling with $jobs jobs (2-7 min for the CPU build, about 1.5 min more per CUDA architecture)"
 run_step "make" make_with_progress "$BUILD"
 rm -rf "$ROOT"
 run_step "make install" make -C "$BUILD" install
