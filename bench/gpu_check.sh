@@ -118,13 +118,14 @@ check() {
   mkdir -p "$logs" "$B/out"
   export GLOG_logtostderr=1
   say "bundle unpacked in $B"
-  # Caffe's own engine everywhere, 3 iterations in the dry run: rewrite the solvers' mode and length.
+  # The dry run trains on the CPU for 3 iterations, each displayed: rewrite the solvers' mode and length.
   local name
-  for name in cudnn caffe; do
-    sed -i -e "s/^max_iter: .*/max_iter: $iters/" -e "s/^display: .*/display: $([ "$mode" = dry-run ] && echo 1 || echo 10)/" \
-      "$B/nets/solver_$name.prototxt"
-    [ "$mode" = dry-run ] && sed -i 's/^solver_mode: GPU/solver_mode: CPU/' "$B/nets/solver_$name.prototxt"
-  done
+  if [ "$mode" = dry-run ]; then
+    for name in cudnn caffe; do
+      sed -i -e "s/^max_iter: .*/max_iter: $iters/" -e "s/^display: .*/display: 1/" -e "s/^solver_mode: GPU/solver_mode: CPU/" \
+        "$B/nets/solver_$name.prototxt"
+    done
+  fi
 
   say "1/6 caffe device_query"
   if [ "$mode" = dry-run ]; then
@@ -207,8 +208,8 @@ check() {
 
   say "6/6 caffe time per layer (cuDNN, TF32 on; Caffe's engine in the dry run)"
   local timed="${engines%% *}"
-  (cd "$B" && run_bin caffe time -model "nets/train_$timed.prototxt" -iterations "$([ "$mode" = dry-run ] && echo 1 || echo 10)" \
-    "${gpu_flag[@]}") >"$logs/time.log" 2>&1 || { tail -n 20 "$logs/time.log"; die "caffe time"; }
+  caffe time -model "nets/train_$timed.prototxt" -iterations "$([ "$mode" = dry-run ] && echo 1 || echo 10)" \
+    "${gpu_flag[@]}" >"$logs/time.log" 2>&1 || { tail -n 20 "$logs/time.log"; die "caffe time"; }
   forward_ms="$(sed -n 's/.*Average Forward pass: \([0-9.]*\) ms.*/\1/p' "$logs/time.log")"
   # The slowest layers, forward + backward, so a shortfall shows where the time goes.
   awk '/forward: [0-9.]+ ms/ { n = $(NF-3); f[n] += $(NF-1) } /backward: [0-9.]+ ms/ { n = $(NF-3); f[n] += $(NF-1) }
