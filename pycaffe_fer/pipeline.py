@@ -24,6 +24,7 @@ from . import report, scoring, softlabel, splits, synth, training
 from . import results as results_format
 from .classes import CLASSES, NUM_CLASSES
 from .config import validate
+from .datasets import CSV_FORMATS
 from .errors import InputError
 from .executor import LocalExecutor
 from .lmdb_build import soft_lmdb_path, write_soft_lmdb
@@ -245,7 +246,7 @@ class Experiment:
         self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] +
                    ([runs["baseline"]] if ens.get("baseline") else []), "base classifiers")
         ensemble_eq.write_ensemble(self.out, self.members(runs["ensemble"]), ens["fusion"], self.config["net"],
-                                   self.config["data"]["format"] in ("fer2013", "ferplus"))
+                                   self.config["data"]["format"] in CSV_FORMATS)
         return runs
 
     def evaluate(self, runs, lmdbs, constructor_dir):
