@@ -154,6 +154,9 @@ def nullable(spec):
 
 
 SPLIT = choice(*SPLITS)
+# ensemble.baseline: false (none), true (one hard-label net) or {n: N} (a hard-label ensemble of N).
+BASELINE = Spec(lambda v: isinstance(v, bool) or (isinstance(v, dict) and set(v) == {"n"} and integer(1).accepts(v["n"])),
+                "true, false or {n: N} with N an integer >= 1")
 GAMMAS = list_of(number(0, low_open=True))
 # The keys of `net` and `solver` are the templates' variables (pycaffe_fer.templates.section_keys;
 # a test keeps the two equal); here is what values they take.
@@ -196,7 +199,8 @@ SCHEMA = Section({
         "solver": Section(_partial(SOLVER), optional=True)}),
     "ensemble": Section({
         "train": SPLIT, "val": SPLIT, "test": SPLIT, "gammas": GAMMAS,
-        "init": choice("weights", "constructor", "scratch"), "fusion": choice(*FUSIONS), "baseline": flag(),
+        "init": choice("weights", "constructor", "scratch"), "fusion": choice(*FUSIONS), "baseline": BASELINE,
+        "seeds": choice("distinct", "shared"),
         "fixed_gamma": nullable(GAMMAS), "solver": Section(_partial(SOLVER), optional=True)}),
     # sbatch options of the SLURM executor; each may be absent or null (the cluster's default).
     "slurm": Section({key: nullable(spec) for key, spec in (
@@ -205,6 +209,12 @@ SCHEMA = Section({
         ("account", text(optional=True)), ("qos", text(optional=True)), ("extra", text(optional=True)))},
         optional=True),
 })
+
+
+def baseline_size(ensemble):
+    """How many hard-label nets ``ensemble.baseline`` asks for: 0, 1 or N."""
+    baseline = ensemble["baseline"]
+    return baseline["n"] if isinstance(baseline, dict) else int(baseline)
 
 
 def _paper_keys():

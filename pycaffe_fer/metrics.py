@@ -51,8 +51,10 @@ def ece(probs, labels, bins=ECE_BINS):
 
 
 def bootstrap_ci(correct, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, level=0.95):
-    """Percentile bootstrap interval of the accuracy (percent) of the 0/1 vector ``correct``:
-    ``resamples`` resamples of the images with replacement, all drawn in one array."""
+    """Percentile bootstrap interval of the mean (percent) of a per-image vector ``correct``: the
+    accuracy of a 0/1 vector, or the accuracy difference of two classifiers on the same images when
+    given the difference of their 0/1 vectors (-1/0/1): ``resamples`` resamples of the images with
+    replacement, all drawn in one array."""
     correct = np.asarray(correct, dtype=np.float64)
     rng = np.random.default_rng(seed)
     means = correct[rng.integers(0, len(correct), size=(resamples, len(correct)))].mean(axis=1)

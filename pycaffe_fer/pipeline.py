@@ -15,6 +15,7 @@ experiment's executor, this machine (executor.LocalExecutor) or a SLURM cluster
 (slurm.SlurmExecutor); the stages read what the tasks wrote and do not know where they ran.
 """
 import collections
+import json
 import os
 
 import numpy as np
@@ -23,7 +24,7 @@ from . import ensemble as ensemble_eq
 from . import report, scoring, softlabel, splits, synth, training
 from . import results as results_format
 from .classes import CLASSES, NUM_CLASSES
-from .config import validate
+from .config import baseline_size, validate
 from .datasets import CSV_FORMATS
 from .errors import InputError
 from .executor import LocalExecutor
@@ -31,6 +32,39 @@ from .lmdb_build import soft_lmdb_path, write_soft_lmdb
 from .lmdb_io import read_manifest
 from .softlabel import gamma_tag
 from .tasks import Task
+
+
+def planned_runs(config):
+    """{stage: number of training runs} an experiment of `config` trains, identical runs counted once
+    as Experiment.prepare() does, and the ensemble's gammas as the config names them
+    (`investigation.select: auto` may select another number)."""
+    constructor, inv, ens = config["constructor"], config["investigation"], config["ensemble"]
+    base_seed = config["solver"]["random_seed"]
+
+    def solver(section):
+        return json.dumps(dict(config["solver"], **((config[section] or {}).get("solver") or {})) if section
+                          else config["solver"], sort_keys=True)
+
+    planned = collections.OrderedDict()          # (train, val, gamma, init, solver, seed) -> stage
+
+    def plan(stage, train, val, gammas, init, solver_key, seeds):
+        for k, gamma in enumerate(gammas):
+            planned.setdefault((train, val, gamma, init, solver_key, training.member_seed(base_seed, k, seeds)), stage)
+
+    if not constructor.get("softlabels"):
+        plan("constructor", constructor["train"], constructor["val"], [None], constructor["init"], solver(None), "distinct")
+    if inv.get("gammas"):
+        held = bool(inv.get("holdout"))         # the investigation's own LMDBs
+        plan("investigation", "investigation_train" if held else inv["train"], "investigation_holdout" if held else inv["val"],
+             [float(g) for g in inv["gammas"]], ens["init"], solver("investigation"), ens["seeds"])
+    gammas = [float(g) for g in ens["gammas"]]
+    plan("ensemble", ens["train"], ens["val"], gammas, ens["init"], solver("ensemble"), ens["seeds"])
+    for gamma in ens.get("fixed_gamma") or []:
+        plan("fixed_gamma", ens["train"], ens["val"], [float(gamma)] * len(gammas), ens["init"], solver("ensemble"), "distinct")
+    plan("baseline", ens["train"], ens["val"], [None] * baseline_size(ens), ens["init"], solver("ensemble"), "distinct")
+    counts = collections.Counter(planned.values())
+    return collections.OrderedDict((stage, counts[stage]) for stage in
+                                   ("constructor", "investigation", "ensemble", "fixed_gamma", "baseline"))
 
 
 class Experiment:
@@ -45,6 +79,9 @@ class Experiment:
         self.executor = executor or LocalExecutor(jobs=jobs, gpus=gpus, log=log)
         self.log = log
         self.batch_size = int(config["net"]["batch_size"])
+        # run identity -> run directory: a run asked for twice (the constructor as member 0 of the
+        # hard-label ensemble, a fixed-gamma member equal to a perturbed one) is trained once.
+        self.prepared = {}
         if self.weights and not os.path.exists(self.weights):
             raise InputError("%s: no such weights file" % self.weights)
 
@@ -126,13 +163,21 @@ class Experiment:
         return training.make_spec(name, train, val, seed, D, gamma, weights)
 
     def prepare(self, folder, spec, solver=None):
-        """A run directory under the experiment, with `solver` overriding the config's solver section."""
+        """A run directory under the experiment, with `solver` overriding the config's solver section;
+        the directory of an identical run prepared earlier, if there is one."""
         config = dict(self.config, solver=dict(self.config["solver"], **(solver or {})))
-        return training.prepare_run(self.path(folder, spec["name"]), config, spec)
+        identity = json.dumps(training.run_identity(config, spec), sort_keys=True)
+        if identity not in self.prepared:
+            self.prepared[identity] = training.prepare_run(self.path(folder, spec["name"]), config, spec)
+        return self.prepared[identity]
+
+    def seed(self, index, seeds=None):
+        """The seed of run `index` of a group (training.member_seed); `seeds` defaults to ensemble.seeds."""
+        return training.member_seed(self.config["solver"]["random_seed"], index, seeds or self.config["ensemble"]["seeds"])
 
     def train(self, run_dirs, stage):
         self.executor.run([Task(training.read_run(d)["spec"]["name"], d, "pycaffe_fer.training", gpu=True,
-                                in_process=False) for d in run_dirs], stage)
+                                in_process=False) for d in collections.OrderedDict.fromkeys(run_dirs)], stage)
 
     def members(self, run_dirs):
         members = []
@@ -159,7 +204,7 @@ class Experiment:
             D = softlabel.load_matrix(constructor["softlabels"], NUM_CLASSES)
             softlabel.save_matrix(D, self.path("softlabels"))     # the experiment holds the D it used
             self.log("soft labels from %s, saved as %s.{npy,csv}" % (constructor["softlabels"], self.path("softlabels")))
-            return D, {"source": "the file %s" % constructor["softlabels"]}, None
+            return D, {"source": "the file %s" % constructor["softlabels"], "near_ties": self.near_ties(D)}, None
         weights = self.weights if constructor.get("init") == "weights" else None
         run_dir = self.prepare("constructor", self.run_spec(
             "hard", lmdbs["constructor_train"], lmdbs["constructor_val"], weights=weights))
@@ -178,8 +223,18 @@ class Experiment:
                      "constructor.allow_off_diagonal)" % off)
         info = {"source": "constructed: hard-label net trained on `%s`, fused on `%s` (%d images)"
                 % (constructor["train"], constructor["val"], len(val_labels)),
-                "val_accuracy": results_format.accuracy(val_labels, val_scores.argmax(axis=1)), "off_diagonal": off}
+                "val_accuracy": results_format.accuracy(val_labels, val_scores.argmax(axis=1)), "off_diagonal": off,
+                "near_ties": self.near_ties(D)}
         return D, info, run_dir
+
+    def near_ties(self, D):
+        """D's near-tied rows (softlabel.near_ties), logged as a warning and kept for the report."""
+        ties = [{"class": CLASSES[j], "first": CLASSES[a], "second": CLASSES[b], "values": [va, vb]}
+                for j, a, b, va, vb in softlabel.near_ties(D)]
+        for tie in ties:
+            self.log("warning: row %s of D is a near tie: %s %.3f vs %s %.3f (within %g)" % (
+                tie["class"], tie["first"], tie["values"][0], tie["second"], tie["values"][1], softlabel.NEAR_TIE))
+        return ties
 
     def soft_lmdbs(self, D, image_lmdbs, gammas):
         """The eq. 4 soft-label LMDB of each image LMDB and gamma; one already written is kept if it
@@ -201,8 +256,8 @@ class Experiment:
         gammas = [float(g) for g in inv["gammas"]]
         self.soft_lmdbs(D, [lmdbs["investigation_train"], lmdbs["investigation_val"]], gammas)
         run_dirs = [self.prepare("investigation", self.run_spec(
-            "g" + gamma_tag(g), lmdbs["investigation_train"], lmdbs["investigation_val"], D, g, init_weights),
-            inv.get("solver")) for g in gammas]
+            "g" + gamma_tag(g), lmdbs["investigation_train"], lmdbs["investigation_val"], D, g, init_weights,
+            seed=self.seed(k)), inv.get("solver")) for k, g in enumerate(gammas)]
         self.train(run_dirs, "investigation")
         scores, labels = self.scores("investigation_val", lmdbs["investigation_val"], run_dirs)
         accuracies = [results_format.accuracy(labels, s.argmax(axis=1)) for s in scores]
@@ -221,8 +276,10 @@ class Experiment:
                 "val": inv["val"]}
 
     # ---- base classifiers and evaluation ---------------------------------------------------------
-    def train_classifiers(self, D, lmdbs, gammas, init_weights, baseline_dir):
-        """Run directories of the ensemble, the baseline and the fixed-gamma ensembles."""
+    def train_classifiers(self, D, lmdbs, gammas, init_weights):
+        """Run directories of the perturbed ensemble, the fixed-gamma ensembles and the hard-label
+        baseline: every one from the same initial weights, with ensemble.solver, member k seeded
+        alike in each (training.member_seed)."""
         self.stage("base classifiers")
         ens = self.config["ensemble"]
         fixed = [float(g) for g in ens.get("fixed_gamma") or []]
@@ -230,38 +287,48 @@ class Experiment:
         train, val = lmdbs["ensemble_train"], lmdbs["ensemble_val"]
         solver = ens.get("solver")
         runs = {"ensemble": [self.prepare("ensemble", self.run_spec(
-            "g" + gamma_tag(g), train, val, D, g, init_weights), solver) for g in gammas]}
-        # A fixed-gamma ensemble has N members that differ only by their seed.
-        seed = int(self.config["solver"]["random_seed"])
+            "g" + gamma_tag(g), train, val, D, g, init_weights, seed=self.seed(k)), solver) for k, g in enumerate(gammas)]}
+        # Fixed-gamma and hard-label members differ only by their seeds, so theirs are always distinct.
+        seeds = [self.seed(k, "distinct") for k in range(max(len(gammas), baseline_size(ens)))]
         runs["fixed"] = {g: [self.prepare("fixed_g" + gamma_tag(g), self.run_spec(
-            "seed%d" % (seed + k), train, val, D, g, init_weights, seed=seed + k), solver)
-            for k in range(len(gammas))] for g in fixed}
-        if ens.get("baseline"):
-            # The hard-label baseline is the constructor itself when that was trained on this set
-            # from these weights.
-            constructor = training.read_run(baseline_dir)["spec"] if baseline_dir else None
-            if constructor is None or constructor["train_lmdb"] != train or constructor["weights"] != self.weights:
-                baseline_dir = self.prepare("baseline", self.run_spec("hard", train, val, weights=self.weights))
-            runs["baseline"] = baseline_dir
-        self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] +
-                   ([runs["baseline"]] if ens.get("baseline") else []), "base classifiers")
+            "seed%d" % seed, train, val, D, g, init_weights, seed=seed), solver) for seed in seeds[:len(gammas)]]
+            for g in fixed}
+        # The hard-label baseline on the soft nets' terms; the constructor is its member 0 only when it
+        # was trained on exactly those (prepare() finds the identical run).
+        runs["baseline"] = [self.prepare("baseline", self.run_spec("seed%d" % seed, train, val, weights=init_weights,
+                                                                   seed=seed), solver)
+                            for seed in seeds[:baseline_size(ens)]]
+        self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] + runs["baseline"],
+                   "base classifiers")
         ensemble_eq.write_ensemble(self.out, self.members(runs["ensemble"]), ens["fusion"], self.config["net"],
                                    self.config["data"]["format"] in CSV_FORMATS)
         return runs
+
+    def runs_info(self, run_dirs, constructor_dir):
+        """{run dir: {name, run, gamma, seed, init, iterations}}: what the results say of each run."""
+        constructor_model = training.final_model(constructor_dir) if constructor_dir else None
+        info = {}
+        for run_dir in run_dirs:
+            run = training.read_run(run_dir)
+            weights = run["spec"]["weights"]
+            init = ("scratch" if not weights else "constructor" if weights == constructor_model
+                    else "weights " + os.path.basename(weights))
+            info[run_dir] = {"name": run["spec"]["name"], "run": os.path.relpath(run_dir, self.out),
+                             "gamma": run["spec"]["gamma"], "seed": run["spec"]["seed"], "init": init,
+                             "iterations": int(run["settings"]["solver"]["max_iter"])}
+        return info
 
     def evaluate(self, runs, lmdbs, constructor_dir):
         """Scores of every trained net, the constructor's too, on the test LMDB in one pass; the
         report's numbers (pycaffe_fer.results)."""
         self.stage("evaluation")
-        all_dirs = runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds]
-        all_dirs += [runs["baseline"]] if "baseline" in runs else []
+        all_dirs = runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] + runs["baseline"]
         all_dirs += [constructor_dir] if constructor_dir else []
-        all_dirs = list(collections.OrderedDict.fromkeys(all_dirs))   # the baseline may be the constructor
-        members = self.members(all_dirs)
+        all_dirs = list(collections.OrderedDict.fromkeys(all_dirs))   # runs may be shared (prepare())
         scores, labels = self.scores("test", lmdbs["test"], all_dirs)
         by_dir = dict(zip(all_dirs, scores))
         truth = None if self.data else synth.mixtures_of_lmdb(self.source(), self.config["ensemble"]["test"], lmdbs["test"])
-        evaluation = results_format.evaluation(labels, by_dir, runs, {d: (m["name"], m["gamma"]) for d, m in zip(all_dirs, members)},
+        evaluation = results_format.evaluation(labels, by_dir, runs, self.runs_info(all_dirs, constructor_dir),
                                                self.config["ensemble"]["fusion"], truth)
         if constructor_dir:
             evaluation["constructor_test_accuracy"] = results_format.accuracy(labels, by_dir[constructor_dir].argmax(axis=1))
@@ -289,7 +356,7 @@ class Experiment:
             init = training.final_model(constructor_dir)
         investigation = self.investigate(D, lmdbs, init)
         gammas = investigation["selected"] if investigation else [float(g) for g in self.config["ensemble"]["gammas"]]
-        runs = self.train_classifiers(D, lmdbs, gammas, init, constructor_dir)
+        runs = self.train_classifiers(D, lmdbs, gammas, init)
         results = self.evaluate(runs, lmdbs, constructor_dir)
         results.update({"experiment": self.config["name"], "data_description": self.describe_data(),
                         "test_split": self.config["ensemble"]["test"], "test_lmdb": lmdbs["test"],

@@ -17,6 +17,7 @@ from .atomic import atomic_path
 from .classes import CLASSES
 from .config import CONFIG_DIR
 from .lmdb_io import datum_array, read_lmdb
+from .softlabel import NEAR_TIE
 
 matplotlib.use("Agg")  # training machines have no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -122,8 +123,8 @@ def plot_mixtures(rows, path):
     labels = [row["label"].replace("Ours, ", "") for row in rows]
     figure, (tv, top2) = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.9), sharey=True)
     y = np.arange(len(rows))
-    colours = ["tab:red" if row["kind"] == "ensemble" else "tab:gray" if row["kind"] == "baseline" else "tab:blue"
-               for row in rows]
+    colours = ["tab:red" if row["kind"] == "ensemble" else "tab:gray" if row["kind"] in ("baseline", "hard_single")
+               else "tab:blue" for row in rows]
     tv.barh(y, [row["tv_to_truth"] for row in rows], color=colours)
     top2.barh(y, [100 * row["top2_agreement"] for row in rows], color=colours)
     tv.set_yticks(y)
@@ -133,7 +134,7 @@ def plot_mixtures(rows, path):
     top2.set_xlabel("top-2 classes are the true mixture's\ntop 2, % of images (higher is better)", fontsize=10)
     for axes in (tv, top2):
         axes.grid(axis="x", alpha=0.3)
-    figure.suptitle("recovered mixtures (red: ensembles, gray: hard-label baseline, blue: soft-label)", fontsize=11)
+    figure.suptitle("recovered mixtures (red: perturbed ensembles, gray: hard labels, blue: soft labels)", fontsize=11)
     _save(figure, path)
 
 
@@ -217,6 +218,19 @@ def _name(row):
     return row["label"].replace("Ours, ", "")
 
 
+def _seeds(seeds):
+    """[3, 4, 5] -> '3-5'; other lists as they are."""
+    if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return "%d-%d" % (seeds[0], seeds[-1])
+    return ", ".join(str(seed) for seed in seeds)
+
+
+def _compared(results, key):
+    """The method row an ensemble was compared with under `key` (a method id, or best_single /
+    best_hard_single, which results["ensemble"] resolves)."""
+    return results_format.method(results, results["ensemble"].get(key, key) if key.startswith("best_") else key)
+
+
 # ---- sections of report.md ----------------------------------------------------------------------------
 
 def summary(ctx):
@@ -269,6 +283,11 @@ def softlabels(ctx):
         out += ["**The paper's condition j = argmax_k d_jk fails** for %s: those classes' soft labels name "
                 "another class first (kept because constructor.allow_off_diagonal is set)."
                 % results["softlabels"]["off_diagonal"], ""]
+    for tie in results["softlabels"].get("near_ties", []):
+        out += ["**Near tie in D, row %s**: %s %.3f vs %s %.3f (within %g). Perturbing or learning this row can "
+                "move its argmax, so soft-label nets may call %s faces %s: see their per-class accuracy." % (
+                    tie["class"], tie["first"], tie["values"][0], tie["second"], tie["values"][1], NEAR_TIE,
+                    tie["class"], tie["second"] if tie["first"] == tie["class"] else tie["first"]), ""]
     constructor = results.get("constructor")
     if constructor:
         line = "Constructor (hard labels): validation accuracy %.2f%%, test accuracy %.2f%%" % (
@@ -325,48 +344,79 @@ def accuracy_table(ctx):
     for row in results_format.methods(results):
         rows_by_kind[row["kind"]].append(row)
     singles = rows_by_kind["single"]
-    mean_single = np.mean([s["accuracy"] for s in singles])
     configured = results["ensemble"]["method"]
     ensembles = sorted(rows_by_kind["ensemble"], key=lambda row: row["id"] != configured)
+
+    def terms(row):
+        return [str(row["init"]), str(row["iterations"]), str(row["n"]), _seeds(row["seeds"])]
+
+    def mean_best(accuracies):
+        return "%s (best %s)" % (_pct(np.mean(accuracies)), _pct(max(accuracies)))
+
     table = []
     for row in ensembles:
         papers = paper["rows"]["ensemble"] if row["id"] == configured else {}
-        table.append([row["label"], _with_ci(row),
-                      "%s (best %s)" % (_pct(mean_single), _pct(max(s["accuracy"] for s in singles)))
-                      if row["id"] == configured else "", _pct(papers.get("ensemble")), _pct(papers.get("single"))])
+        table.append([row["label"], _with_ci(row), mean_best(row["member_accuracies"]) if row["id"] == configured else "",
+                      _pct(papers.get("ensemble")), _pct(papers.get("single"))] + terms(row))
     for row in rows_by_kind["fixed_gamma"]:
         papers = paper["rows"].get("fixed_gamma_%s" % row["gamma"], {})
-        table.append([row["label"], _with_ci(row), _pct(np.mean(row["member_accuracies"])),
-                      _pct(papers.get("ensemble")), _pct(papers.get("single"))])
+        table.append([row["label"], _with_ci(row), mean_best(row["member_accuracies"]),
+                      _pct(papers.get("ensemble")), _pct(papers.get("single"))] + terms(row))
     for row in rows_by_kind["baseline"]:
-        table.append([row["label"], "-", _with_ci(row), _pct(paper["rows"]["baseline"].get("ensemble")),
-                      _pct(paper["rows"]["baseline"].get("single"))])
+        papers = paper["rows"]["baseline"]
+        ours = [_with_ci(row), mean_best(row["member_accuracies"])] if row["n"] > 1 else ["-", _with_ci(row)]
+        table.append([row["label"]] + ours + [_pct(papers.get("ensemble")), _pct(papers.get("single"))] + terms(row))
+    trained = ensembles + rows_by_kind["fixed_gamma"] + rows_by_kind["baseline"]
+    kinds = {(str(row["init"]), str(row["iterations"])) for row in trained}
+    if len(kinds) == 1:
+        (init, iterations), = kinds
+        terms_line = ("Every row trained on equal terms: init %s, %s iterations of the same solver (`ensemble.solver`), "
+                      "seeds as listed." % (init, iterations))
+    else:
+        terms_line = "**Not on equal terms**: the rows differ in init or iterations (%s)." % "; ".join(
+            "%s: %s, %s" % (_name(row), row["init"], row["iterations"]) for row in trained)
     return ["## Accuracy (Table %d)" % paper["comparison_table"], "",
-            "Test accuracy in percent, with its 95%% bootstrap interval (%d resamples of the test images)." % (
-                results_format.metrics.BOOTSTRAP_RESAMPLES), "",
-            markdown_table(["method", "ours: ensemble", "ours: single (mean)", "paper: ensemble", "paper: single"], table), "",
+            "Test accuracy in percent, with its 95%% bootstrap interval (%d resamples of the test images); "
+            "single: the mean (and best) of the ensemble's members. Each row's terms: its initial weights, "
+            "iterations, number of nets N and their seeds." % results_format.metrics.BOOTSTRAP_RESAMPLES, "",
+            markdown_table(["method", "ours: ensemble", "ours: single (mean)", "paper: ensemble", "paper: single",
+                            "init", "iterations", "N", "seeds"], table), "",
+            terms_line, "",
             "Single classifiers of the ensemble:", "",
             markdown_table(["gamma"] + ["%.1f" % s["gamma"] for s in singles],
                            [["accuracy (%)"] + [_with_ci(s) for s in singles]]), ""]
+
+
+def per_class(ctx):
+    """Recall per true class of every method: where a near-tied row of D shows."""
+    rows = results_format.methods(ctx.results)
+    ties = ctx.results["softlabels"].get("near_ties", [])
+    out = ["## Per-class accuracy", "",
+           "Percent of each true class's test images the method labels correctly (the diagonal of its confusion "
+           "matrix)." + (" Near-tied rows of D: %s." % ", ".join(t["class"] for t in ties) if ties else ""), "",
+           markdown_table(["method"] + list(CLASSES), [[_name(row)] + [_pct(v) for v in row["per_class"]] for row in rows]),
+           ""]
+    return out
 
 
 def significance(ctx):
     results = ctx.results
     out = ["## Significance", "",
            "McNemar's exact test on the test images both classifiers saw: under the null hypothesis the images "
-           "only one of the two gets right split 50/50 (binomial, two-sided).", ""]
+           "only one of the two gets right split 50/50 (binomial, two-sided). The interval is the paired "
+           "bootstrap's 95% interval of the difference (the same resampled images for both).", ""]
     table, words = [], []
     for row in results_format.methods(results):
         if row["kind"] != "ensemble":
             continue
         for other_key, p in sorted(row["mcnemar_p"].items()):
-            other_id = results["ensemble"]["best_single"] if other_key == "best_single" else other_key
-            other = results_format.method(results, other_id)
+            other = _compared(results, other_key)
             only_this, only_other = row["mcnemar_discordant"][other_key]
-            table.append([_name(row), _name(other), "%+.2f" % (row["accuracy"] - other["accuracy"]),
+            low, high = row["difference_ci95"][other_key]
+            table.append([_name(row), _name(other), "%+.2f [%+.1f, %+.1f]" % (row["accuracy"] - other["accuracy"], low, high),
                           "%d / %d" % (only_this, only_other), _p(p), "yes" if p < SIGNIFICANCE_LEVEL else "no"])
             words.append("%s vs %s: %s." % (_name(row), _name(other), _verdict(p)))
-    out += [markdown_table(["ensemble", "compared with", "difference (points)",
+    out += [markdown_table(["ensemble", "compared with", "difference (points) [95% CI]",
                             "only the ensemble right / only the other right", "McNemar p",
                             "significant at %g" % SIGNIFICANCE_LEVEL], table), ""]
     return out + ["- " + w for w in words] + [""]
@@ -417,13 +467,22 @@ def mixtures(ctx):
 
 def diversity(ctx):
     results = ctx.results
-    singles = [row for row in results_format.methods(results) if row["kind"] == "single"]
+    rows = results_format.methods(results)
+    ensembles = [row for row in rows if "diversity" in row]
+    singles = [row for row in rows if row["kind"] == "single"]
     names = ["%.1f" % s["gamma"] for s in singles]
     return ["## Ensemble diversity", "",
-            "Pairwise disagreement (fraction of test images two base classifiers label differently), "
-            "which the paper credits for the ensemble's gain but does not measure: mean %.4f." % results["ensemble"]["diversity"],
-            "", markdown_table(["gamma"] + names, [[n] + ["%.3f" % v for v in row]
-                                                    for n, row in zip(names, results["ensemble"]["disagreement"])]), ""]
+            "Pairwise disagreement (fraction of test images two members label differently), which the paper "
+            "credits for the ensemble's gain but does not measure, for every ensemble side by side: the "
+            "perturbed one's members differ by gamma and seed, a fixed-gamma or hard-label one's by seed alone. "
+            "Gain: the ensemble's accuracy minus its members' mean.", "",
+            markdown_table(["ensemble", "N", "mean pairwise disagreement", "members' mean (%)", "ensemble (%)",
+                            "gain (points)"],
+                           [[_name(row), str(row["n"]), "%.4f" % row["diversity"], _pct(np.mean(row["member_accuracies"])),
+                             _pct(row["accuracy"]), "%+.2f" % row["gain_over_mean_single"]] for row in ensembles]), "",
+            "Between the perturbed ensemble's members (mean %.4f):" % results["ensemble"]["diversity"], "",
+            markdown_table(["gamma"] + names, [[n] + ["%.3f" % v for v in row]
+                                                for n, row in zip(names, results["ensemble"]["disagreement"])]), ""]
 
 
 def confusion(ctx):
@@ -460,8 +519,8 @@ def misclassified_faces(ctx):
             "![false predictions](misclassified.png)", ""]
 
 
-SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, accuracy_table, significance,
-            calibration, mixtures, diversity, confusion, misclassified_faces)
+SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, accuracy_table, per_class,
+            significance, calibration, mixtures, diversity, confusion, misclassified_faces)
 
 
 def write_report(run_root, results, paper_key):

@@ -1,21 +1,26 @@
 """results.json: the evaluation's numbers, written by the pipeline and read by the report.
 
 This module is the one home of the format. The pipeline builds the dict with ``evaluation`` (from
-every net's test scores) and ``describe_run``; the report reads it through ``methods``, ``method``
+every net's test scores); the report reads it through ``methods``, ``method``
 and the keys named here.
 
     experiment, data_description, test_split, test_count, test_lmdb
-    softlabels       {source, matrix (C x C), off_diagonal, val_accuracy?}
+    softlabels       {source, matrix (C x C), off_diagonal, near_ties, val_accuracy?}
     true_softlabels  C x C, where the true mixtures are known (the synthetic set)
     constructor      {val_accuracy, test_accuracy}, when a constructor was trained
     investigation    {gammas, accuracy, selected, rule, train, val} or null
-    methods          [{id, label, kind, accuracy, ci95, nll, brier, ece,
+    methods          [{id, label, kind, accuracy, ci95, per_class (recall per true class, %), nll, brier, ece,
                        kl_to_truth, tv_to_truth, top2_agreement (true mixtures known),
-                       mcnemar_p, mcnemar_discordant (ensembles: vs baseline and best single),
+                       init, iterations, n, seeds, runs (the terms it was trained on, its run folders),
+                       mcnemar_p, mcnemar_discordant, difference_ci95 (perturbed ensembles: vs the
+                       hard-label baseline, best_single, best_hard_single and each fixed-gamma ensemble),
                        gamma (singles, fixed_gamma), members (ensembles: their singles' ids;
-                       fixed_gamma: their runs' names), member_accuracies (fixed_gamma)}]
-    ensemble         {fusion, method (id of the ensemble as configured), best_single, confusion,
-                      disagreement, diversity}
+                       fixed_gamma: their runs' names), member_accuracies, diversity,
+                       gain_over_mean_single (every ensemble)}]
+                     kinds: ensemble, single, fixed_gamma, baseline (the hard-label ensemble, or one
+                     hard-label net), hard_single (the hard-label ensemble's members)
+    ensemble         {fusion, method (id of the ensemble as configured), best_single,
+                      best_hard_single (or null), confusion, disagreement, diversity}
     reliability      {method id: {count, confidence, accuracy}} per 15 bins, for the reliability diagram
     examples         {soft: [...], misclassified: [...]}, each {index, label, prediction,
                       probabilities, mixture?}: test images for Figs. 1 and 5-7
@@ -50,11 +55,20 @@ def confusion_percent(labels, predictions, num_classes=NUM_CLASSES):
         return 100.0 * counts / totals
 
 
+def per_class_accuracy(labels, predictions, num_classes=NUM_CLASSES):
+    """Recall per true class in percent (the diagonal of the confusion matrix); None where a class
+    has no test images."""
+    return [None if np.isnan(v) else float(v) for v in np.diag(confusion_percent(labels, predictions, num_classes))]
+
+
 def evidence(probs, labels, truth=None):
     """One method's numbers from its M x C test distributions: accuracy and its bootstrap
-    interval, calibration, and the distances to the true mixtures when ``truth`` is given."""
-    correct = probs.argmax(axis=1) == labels
+    interval, per-class accuracy, calibration, and the distances to the true mixtures when
+    ``truth`` is given."""
+    predictions = probs.argmax(axis=1)
+    correct = predictions == labels
     numbers = {"accuracy": 100.0 * float(correct.mean()), "ci95": metrics.bootstrap_ci(correct),
+               "per_class": per_class_accuracy(labels, predictions, probs.shape[1]),
                "nll": metrics.nll(probs, labels), "brier": metrics.brier(probs, labels),
                "ece": metrics.ece(probs, labels)}
     if truth is not None:
@@ -63,43 +77,78 @@ def evidence(probs, labels, truth=None):
     return numbers
 
 
-def evaluation(labels, scores, runs, names, fusion, truth=None):
+def _same(values):
+    """The one value every member shares, or the distinct values joined by ' / ' (the report shows it)."""
+    distinct = sorted(set(values), key=str)
+    return distinct[0] if len(distinct) == 1 else " / ".join(str(v) for v in distinct)
+
+
+def evaluation(labels, scores, runs, runs_info, fusion, truth=None):
     """The test-set part of results.json.
 
     scores: {run dir: M x C fc scores}; runs: {"ensemble": [run dirs], "fixed": {gamma: [run dirs]},
-    "baseline": run dir (optional)}; names: {run dir: (name, gamma)}; truth: M x C true mixtures or None.
+    "baseline": [run dirs] (0, 1 or N hard-label nets)}; runs_info: {run dir: {name, run (its path in
+    the experiment), gamma, seed, init, iterations}}; truth: M x C true mixtures or None.
+    Every row states its terms (init, iterations, N, seeds) beside its evidence; every ensemble its
+    members' accuracies, their mean pairwise disagreement and its gain over their mean.
     """
     labels = np.asarray(labels)
     probs, rows = {}, []
 
-    def add(method_id, label, kind, distribution, **extra):
+    def add(method_id, label, kind, distribution, dirs, **extra):
         probs[method_id] = distribution
-        rows.append(dict(id=method_id, label=label, kind=kind, **dict(evidence(distribution, labels, truth), **extra)))
+        infos = [runs_info[d] for d in dirs]
+        rows.append(dict(id=method_id, label=label, kind=kind, **dict(
+            evidence(distribution, labels, truth), init=_same(i["init"] for i in infos),
+            iterations=_same(i["iterations"] for i in infos), n=len(dirs), seeds=[i["seed"] for i in infos],
+            runs=[i["run"] for i in infos], **extra)))
+
+    def add_ensemble(method_id, label, kind, dirs, fused, **extra):
+        member_accuracies = [accuracy(labels, scores[d].argmax(axis=1)) for d in dirs]
+        _, disagreement = ensemble_eq.pairwise_disagreement([scores[d].argmax(axis=1) for d in dirs])
+        add(method_id, label, kind, _distribution([scores[d] for d in dirs], fused), dirs,
+            member_accuracies=member_accuracies, diversity=disagreement, **extra)
+        rows[-1]["gain_over_mean_single"] = rows[-1]["accuracy"] - float(np.mean(member_accuracies))
 
     members = runs["ensemble"]
-    single_ids = ["single_" + names[d][0] for d in members]
+    single_ids = ["single_" + runs_info[d]["name"] for d in members]
     for fused in ensemble_eq.FUSIONS:
-        add("ensemble_" + fused, "Ours, gamma perturbation (N=%d, %s fusion)" % (len(members), fused), "ensemble",
-            _distribution([scores[d] for d in members], fused), members=single_ids)
+        add_ensemble("ensemble_" + fused, "Ours, gamma perturbation (N=%d, %s fusion)" % (len(members), fused),
+                     "ensemble", members, fused, members=single_ids)
     for method_id, d in zip(single_ids, members):
-        add(method_id, "Ours, single classifier, gamma = %s" % names[d][1], "single",
-            ensemble_eq.softmax(scores[d]), gamma=names[d][1])
+        add(method_id, "Ours, single classifier, gamma = %s" % runs_info[d]["gamma"], "single",
+            ensemble_eq.softmax(scores[d]), [d], gamma=runs_info[d]["gamma"])
     for gamma, dirs in sorted(runs["fixed"].items()):
-        add("fixed_g%s" % gamma, "Ours, gamma = %s (N=%d)" % (gamma, len(dirs)), "fixed_gamma",
-            _distribution([scores[d] for d in dirs], fusion), gamma=gamma, members=[names[d][0] for d in dirs],
-            member_accuracies=[accuracy(labels, scores[d].argmax(axis=1)) for d in dirs])
-    if runs.get("baseline"):
-        add(BASELINE, "Ours, hard labels (baseline)", "baseline", ensemble_eq.softmax(scores[runs["baseline"]]))
+        add_ensemble("fixed_g%s" % gamma, "Ours, gamma = %s (N=%d)" % (gamma, len(dirs)), "fixed_gamma", dirs, fusion,
+                     gamma=gamma, members=[runs_info[d]["name"] for d in dirs])
+    hard = runs["baseline"]
+    hard_ids = []
+    if len(hard) == 1:
+        add(BASELINE, "Hard labels, single classifier", "baseline", ensemble_eq.softmax(scores[hard[0]]), hard)
+    elif hard:
+        hard_ids = ["hard_" + runs_info[d]["name"] for d in hard]
+        add_ensemble(BASELINE, "Hard labels (N=%d, %s fusion)" % (len(hard), fusion), "baseline", hard, fusion,
+                     members=hard_ids)
+        for method_id, d in zip(hard_ids, hard):
+            add(method_id, "Hard labels, single classifier, seed %d" % runs_info[d]["seed"], "hard_single",
+                ensemble_eq.softmax(scores[d]), [d])
 
     by_id = {row["id"]: row for row in rows}
     best_single = max(single_ids, key=lambda i: by_id[i]["accuracy"])
+    best_hard_single = max(hard_ids, key=lambda i: by_id[i]["accuracy"]) if hard_ids else None
+    aliases = {"best_single": best_single, "best_hard_single": best_hard_single}
     correct = {i: p.argmax(axis=1) == labels for i, p in probs.items()}
+    compared = [BASELINE] * (BASELINE in by_id) + ["best_single"] + ["best_hard_single"] * bool(hard_ids) + [
+        row["id"] for row in rows if row["kind"] == "fixed_gamma"]
     for fused in ensemble_eq.FUSIONS:
         row = by_id["ensemble_" + fused]
-        others = [o for o in (BASELINE, best_single) if o in by_id]
-        tests = {o: metrics.mcnemar_exact(correct[row["id"]], correct[o]) for o in others}
-        row["mcnemar_p"] = {("best_single" if o == best_single else o): t[0] for o, t in tests.items()}
-        row["mcnemar_discordant"] = {("best_single" if o == best_single else o): [t[1], t[2]] for o, t in tests.items()}
+        ours = correct[row["id"]]
+        row["mcnemar_p"], row["mcnemar_discordant"], row["difference_ci95"] = {}, {}, {}
+        for key in compared:
+            theirs = correct[aliases.get(key, key)]
+            p, only_ours, only_theirs = metrics.mcnemar_exact(ours, theirs)
+            row["mcnemar_p"][key], row["mcnemar_discordant"][key] = p, [only_ours, only_theirs]
+            row["difference_ci95"][key] = metrics.bootstrap_ci(ours.astype(np.float64) - theirs)
 
     configured = "ensemble_" + fusion
     predictions = probs[configured].argmax(axis=1)
@@ -108,6 +157,7 @@ def evaluation(labels, scores, runs, names, fusion, truth=None):
     return {
         "test_count": int(len(labels)), "methods": rows,
         "ensemble": {"fusion": fusion, "method": configured, "best_single": best_single,
+                     "best_hard_single": best_hard_single,
                      "confusion": confusion_percent(labels, predictions, probs[configured].shape[1]).tolist(),
                      "disagreement": disagreement.tolist(), "diversity": diversity},
         "reliability": {i: _reliability(probs[i], labels) for i in plotted if i in probs},

@@ -93,6 +93,22 @@ def off_diagonal_rows(D):
     return [(j, int(k)) for j, k in enumerate(argmax) if k != j]
 
 
+# Two entries of a row of D closer than this are a near tie: perturbing or learning the row can
+# move its argmax, so nets trained on it may call that class by the other name.
+NEAR_TIE = 0.05
+
+
+def near_ties(D, margin=NEAR_TIE):
+    """[(class j, first k, second k, d_j,first, d_j,second)] for the rows of D whose two largest
+    entries are within ``margin`` of each other (first: the larger, ties by index)."""
+    ties = []
+    for j, row in enumerate(np.asarray(D, dtype=np.float64)):
+        first, second = np.argsort(-row, kind="stable")[:2]
+        if row[first] - row[second] <= margin:
+            ties.append((j, int(first), int(second), float(row[first]), float(row[second])))
+    return ties
+
+
 def load_matrix(path, num_classes=None):
     """Read and validate D from a .npy file or a CSV file (as save_matrix writes it, or bare rows;
     '#' comment lines, an optional header row and an optional leading class-name column)."""

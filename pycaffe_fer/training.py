@@ -80,6 +80,27 @@ def make_spec(name, train, val, seed, D=None, gamma=None, weights=None):
     return spec
 
 
+def member_seed(base_seed, index, seeds="distinct"):
+    """The seed of run `index` (0-based) of a group of runs (an ensemble, the investigation's grid).
+
+    distinct: base_seed + index. The same for every group, so member k of the perturbed, fixed-gamma
+    and hard-label ensembles starts from the same random stream (fc8 fillers, dropout masks) and the
+    ensembles differ by their labels alone; member 0 has the constructor's seed, so a constructor
+    trained on the members' terms is their member 0. shared: base_seed for every run (the ablation
+    in which only gamma tells the members apart).
+    """
+    return int(base_seed) + (int(index) if seeds == "distinct" else 0)
+
+
+def run_identity(config, spec):
+    """What makes two runs the same run: the spec but its name, and the net and solver settings."""
+    return {"spec": {k: v for k, v in spec.items() if k != "name"}, "settings": _settings(config, spec)}
+
+
+def _settings(config, spec):
+    return {"net": config["net"], "solver": dict(config["solver"], random_seed=spec["seed"])}
+
+
 def prepare_run(run_dir, config, spec):
     """Write a run directory's prototxts and run.json, unless it already holds this very run.
 
@@ -88,7 +109,7 @@ def prepare_run(run_dir, config, spec):
     A directory that holds a different run (other spec or settings) is refused, not overwritten.
     """
     run_dir = os.path.abspath(run_dir)
-    settings = {"net": config["net"], "solver": dict(config["solver"], random_seed=spec["seed"])}
+    settings = _settings(config, spec)
     wanted = {"spec": spec, "settings": settings}
     if os.path.exists(os.path.join(run_dir, RUN_FILE)):
         existing = read_run(run_dir)

@@ -41,9 +41,11 @@ TINY = ["data.synthetic={seed: 3, train: 336, val: 140, test: 140, layouts: [fer
         "solver.max_iter=20", "solver.snapshot=10", "solver.display=10", "solver.stepsize=1000",
         "constructor.allow_off_diagonal=true",
         "investigation.gammas=[0.6, 1.4, 2.2]", "investigation.select=auto", "investigation.tolerance=100",
-        "investigation.solver={max_iter: 10, snapshot: 10, stepsize: 1000}",
+        # base_lr unlike the ensemble's: else a grid run would be the very run of the ensemble member
+        # with its gamma and seed (Experiment.prepare trains identical runs once).
+        "investigation.solver={max_iter: 10, snapshot: 10, stepsize: 1000, base_lr: 0.01}",
         "ensemble.solver={max_iter: 10, snapshot: 10, stepsize: 1000}",
-        "ensemble.fixed_gamma=[1.4]"]
+        "ensemble.fixed_gamma=[1.4]", "ensemble.baseline={n: 2}"]
 
 
 def tiny_config(*overrides):

@@ -60,7 +60,10 @@ BAD = [
      "config investigation.solver.stepsize: null, but lr_policy 'step' needs it"),
     ("ensemble.fusion=prob", "config ensemble.fusion: 'prob' is not one of score, probability"),
     ("ensemble.init=vggface", "config ensemble.init: 'vggface' is not one of weights, constructor, scratch"),
-    ("ensemble.baseline=null", "config ensemble.baseline: null is not true or false"),
+    ("ensemble.baseline=null", "config ensemble.baseline: null is not true, false or {n: N} with N an integer >= 1"),
+    ("ensemble.baseline={n: 0}", "config ensemble.baseline: {'n': 0} is not true, false or {n: N}"),
+    ("ensemble.baseline={size: 4}", "config ensemble.baseline: {'n': 8, 'size': 4} is not true, false or {n: N}"),
+    ("ensemble.seeds=some", "config ensemble.seeds: 'some' is not one of distinct, shared"),
     ("ensemble.fixed_gamma=1.4", "config ensemble.fixed_gamma: 1.4 is not a list of number > 0"),
     ("ensemble.gammas=[]", "config ensemble.gammas: [] but the ensemble's gammas come from it"),
     ("ensemble.test=dev", "config ensemble.test: 'dev' is not one of train, val, test"),
@@ -99,6 +102,22 @@ def test_every_section_has_a_bad_case():
 ])
 def test_good_values_pass(override):
     load_config("fer2013", [override] + (["solver.lr_policy=fixed"] if "stepsize" in override else []))
+
+
+@pytest.mark.parametrize("preset, fixed, hard", [("fer2013", [1.4, 1.0], 8), ("sfew", [2.2, 1.0], 6),
+                                                 ("raf", [2.2, 1.0], 6)])
+def test_the_paper_configs_run_every_row_of_their_table(preset, fixed, hard):
+    """Tables 2, 4, 6: the perturbed ensemble, two fixed-gamma ensembles, VGG-Face's hard-label
+    ensemble and single (as many nets as the perturbed ensemble), and distinct seeds per member."""
+    ens = load_config(preset)["ensemble"]
+    assert ens["fixed_gamma"] == fixed and ens["seeds"] == "distinct"
+    assert config_module.baseline_size(ens) == hard == len(ens["gammas"])
+
+
+@pytest.mark.parametrize("value, size", [("false", 0), ("true", 1), ("{n: 4}", 4)])
+def test_baseline_is_none_one_net_or_an_ensemble(value, size):
+    assert config_module.baseline_size(load_config("fer2013", ["ensemble.baseline=" + value])["ensemble"]) == size
+    load_config("fer2013", ["ensemble.seeds=shared"])
 
 
 def test_exponents_without_a_dot_are_numbers():

@@ -14,7 +14,7 @@ from pycaffe_fer import training
 from pycaffe_fer.classes import CLASSES
 from pycaffe_fer.config import load_config
 from pycaffe_fer.errors import InputError
-from pycaffe_fer.pipeline import Experiment
+from pycaffe_fer.pipeline import Experiment, planned_runs
 from helpers import REPO, tiny_config
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,20 @@ def test_one_finished_run_per_gamma(experiment):
             assert run["status"] == "finished"
             assert run["spec"]["head"] == "soft" and "g%s" % run["spec"]["gamma"] == name
             assert os.path.exists(os.path.join(out, stage, name, run["model"]))
+    # Member k of every ensemble has seed 0 + k; fixed-gamma member 1 (gamma 1.4, seed 1) is the
+    # perturbed ensemble's g1.4 run, so it is trained once, there.
+    seeds = {name: training.read_run(os.path.join(out, "ensemble", name))["spec"]["seed"] for name in names}
+    assert seeds == {"g0.6": 0, "g1.4": 1, "g2.2": 2}
     fixed = sorted(os.listdir(os.path.join(out, "fixed_g1.4")))
-    assert fixed == ["seed0", "seed1", "seed2"]                 # N members, differing by seed
+    assert fixed == ["seed0", "seed2"]
+    rows = {row["id"]: row for row in results["methods"]}
+    assert rows["fixed_g1.4"]["runs"] == ["fixed_g1.4/seed0", "ensemble/g1.4", "fixed_g1.4/seed2"]
+    assert rows["fixed_g1.4"]["seeds"] == [0, 1, 2] and rows["baseline"]["seeds"] == [0, 1]
+    # planned_runs (the GPU check's projection, README's counts) counts the runs the pipeline trained.
+    trained = [d for d, _, files in os.walk(out) if training.RUN_FILE in files]
+    assert dict(planned_runs(tiny_config())) == {"constructor": 1, "investigation": 3, "ensemble": 3,
+                                                 "fixed_gamma": 2, "baseline": 2}
+    assert sum(planned_runs(tiny_config()).values()) == len(trained)
     # The soft-label LMDB of each gamma holds eq. 4 of D.
     from pycaffe_fer.lmdb_io import read_manifest
     from pycaffe_fer.softlabel import perturb
@@ -93,23 +105,71 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     # Every method row has its evidence beside its accuracy; the ensembles their McNemar p-values.
     rows = {row["id"]: row for row in results["methods"]}
     assert sorted(rows) == ["baseline", "ensemble_probability", "ensemble_score", "fixed_g1.4",
-                            "single_g0.6", "single_g1.4", "single_g2.2"]
+                            "hard_seed0", "hard_seed1", "single_g0.6", "single_g1.4", "single_g2.2"]
     from pycaffe_fer.results import CALIBRATION, MIXTURE
+    from pycaffe_fer.scoring import read_scores
+    counts = np.bincount(read_scores(os.path.join(out, "scores", "test"))[1], minlength=7)
     for row in rows.values():
         low, high = row["ci95"]
         assert low <= row["accuracy"] <= high
         assert {key for key, _ in CALIBRATION + MIXTURE} <= set(row)
         assert row["nll"] > 0 and 0 <= row["brier"] <= 2 and 0 <= row["ece"] <= 1
         assert row["kl_to_truth"] >= 0 and 0 <= row["tv_to_truth"] <= 1 and 0 <= row["top2_agreement"] <= 1
+        # Per-class accuracy: the diagonal of the row's confusion, each class's share of its right answers.
+        assert len(row["per_class"]) == 7
+        assert sum(v * n for v, n in zip(row["per_class"], counts) if v is not None) == pytest.approx(
+            row["accuracy"] * counts.sum())
+        # Equal terms: every trained row starts from the constructor, with ensemble.solver's 10 iterations.
+        assert (row["init"], row["iterations"]) == ("constructor", 10) and len(row["seeds"]) == row["n"]
     for fusion in ("score", "probability"):
         p = rows["ensemble_" + fusion]["mcnemar_p"]
-        assert sorted(p) == ["baseline", "best_single"] and all(0 < v <= 1 for v in p.values())
+        assert sorted(p) == ["baseline", "best_hard_single", "best_single", "fixed_g1.4"]
+        assert all(0 < v <= 1 for v in p.values())
+        for key, (low, high) in rows["ensemble_" + fusion]["difference_ci95"].items():
+            assert low <= rows["ensemble_" + fusion]["accuracy"] - rows[
+                results["ensemble"].get(key, key) if key.startswith("best_") else key]["accuracy"] <= high
+    for ensemble_id in ("ensemble_score", "fixed_g1.4", "baseline"):
+        row = rows[ensemble_id]
+        assert 0 <= row["diversity"] <= 1
+        assert row["gain_over_mean_single"] == pytest.approx(row["accuracy"] - np.mean(row["member_accuracies"]))
+    # The hard-label baseline fine-tunes the constructor with the soft nets' solver: it is not the constructor.
+    baseline_run = training.read_run(os.path.join(out, "baseline", "seed0"))
+    assert baseline_run["spec"]["weights"] == training.final_model(os.path.join(out, "constructor", "hard"))
+    assert baseline_run["settings"]["solver"]["max_iter"] == 10
+    assert "| Hard labels (N=2, score fusion) |" in report and "## Per-class accuracy" in report
     assert results["ensemble"]["best_single"] in rows and results["ensemble"]["method"] == "ensemble_score"
     assert len(results["examples"]["soft"]) == 7
     for example in results["examples"]["misclassified"]:
         assert example["label"] != example["prediction"]
         np.testing.assert_allclose(sum(example["mixture"]), 1.0, atol=1e-5)
     assert any(line.startswith("test accuracy: ensemble") for line in lines)
+
+
+def test_member_seeds_come_from_the_solver_seed_and_the_place_in_the_group(tmp_path):
+    assert [training.member_seed(7, k) for k in range(3)] == [7, 8, 9]
+    assert [training.member_seed(7, k, "shared") for k in range(3)] == [7, 7, 7]
+    shared = Experiment(tiny_config("solver.random_seed=5", "ensemble.seeds=shared"), str(tmp_path), log=print)
+    assert shared.seed(2) == 5 and shared.seed(2, "distinct") == 7
+
+
+def test_the_constructor_is_the_baseline_only_on_the_soft_nets_terms(tmp_path):
+    """A hard-label run with the constructor's data, init, solver and seed is the constructor's run;
+    other solver settings, weights or seed make it a run of its own."""
+    exp = Experiment(tiny_config(), str(tmp_path), log=lambda line: None)
+    train, val = str(tmp_path / "train_lmdb"), str(tmp_path / "val_lmdb")
+    constructor = exp.prepare("constructor", exp.run_spec("hard", train, val))
+    assert exp.prepare("baseline", exp.run_spec("seed0", train, val, seed=exp.seed(0))) == constructor
+    soft_solver = exp.config["ensemble"]["solver"]                      # the tiny config's 10 iterations
+    other_solver = exp.prepare("baseline", exp.run_spec("seed0", train, val, seed=exp.seed(0)), soft_solver)
+    assert other_solver == str(tmp_path / "baseline" / "seed0")
+    assert training.read_run(other_solver)["settings"]["solver"]["max_iter"] == 10
+    from_weights = exp.prepare("baseline_w", exp.run_spec("seed0", train, val, weights=str(tmp_path / "w.caffemodel"),
+                                                        seed=exp.seed(0)))
+    assert from_weights not in (constructor, other_solver)
+    assert exp.prepare("more", exp.run_spec("seed1", train, val, seed=exp.seed(1))) != constructor
+    # Run identity as before: a directory holding the run with another seed is refused.
+    with pytest.raises(InputError, match=r"holds a run made with other settings \(seed, solver differ\)"):
+        training.prepare_run(other_solver, exp.config, dict(training.read_run(other_solver)["spec"], seed=9))
 
 
 def test_second_call_skips_every_finished_run(experiment):
@@ -348,3 +408,17 @@ def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_p
     assert sorted(os.listdir(str(tmp_path))) == sorted(
         ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
          "confusion.png", "confusion_paper.png", "misclassified.png"])
+
+
+@pytest.mark.parametrize("preset, counts", [
+    # FER-2013: the fixed-gamma ensembles at 1.4 and 1.0 each share a member with the perturbed
+    # ensemble (1.4 is its member 4, seed 4) and one with the grid (1.4 is its run 5, seed 5), all on
+    # the same split, init and solver; the constructor is the hard-label ensemble's member 0.
+    ("fer2013", [1, 13, 8, 12, 7]),
+    # SFEW, RAF: D from FER-2013 (no constructor), the grid on its own holdout split; only 2.2 is
+    # among the ensemble's gammas.
+    ("sfew", [0, 13, 6, 11, 6]), ("raf", [0, 13, 6, 11, 6])])
+def test_runs_of_the_papers_protocols(preset, counts):
+    planned = planned_runs(load_config(preset))
+    assert list(planned) == ["constructor", "investigation", "ensemble", "fixed_gamma", "baseline"]
+    assert list(planned.values()) == counts

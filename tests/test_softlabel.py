@@ -92,3 +92,14 @@ def test_load_matrix_reports_file_and_line(tmp_path):
 
 def test_gamma_tag():
     assert [softlabel.gamma_tag(g) for g in (1.4, 2, 2.0, 0.25, 0.6000000001)] == ["1.4", "2.0", "2.0", "0.25", "0.6"]
+
+
+def test_near_ties_name_the_rows_whose_two_largest_entries_are_within_the_margin():
+    D = np.eye(7) * 0.5 + 0.5 / 7
+    D[1] = [0.291, 0.313, 0.1, 0.1, 0.1, 0.048, 0.048]          # the demo's disgust row: DI 0.313, AN 0.291
+    D[4] = [0.1, 0.1, 0.1, 0.1, 0.33, 0.1, 0.17]                # SA 0.33 vs NE 0.17: no tie
+    D[6] = [0.1, 0.1, 0.1, 0.1, 0.1, 0.25, 0.25]                # an exact tie: first by index
+    ties = softlabel.near_ties(D)
+    assert [(j, a, b) for j, a, b, _, _ in ties] == [(1, 1, 0), (6, 5, 6)]
+    assert ties[0][3:] == pytest.approx((0.313, 0.291))
+    assert softlabel.near_ties(D, margin=0.01) == [(6, 5, 6, 0.25, 0.25)]
