@@ -26,6 +26,7 @@ from google.protobuf import text_format
 
 from pycaffe_fer.config import load_config
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key
+from pycaffe_fer.pipeline import planned_runs
 from pycaffe_fer.synth import draw_split
 from pycaffe_fer.templates import render_deploy, render_solver, render_train_val
 
@@ -94,11 +95,8 @@ def write_faces(path, count, seed=0):
 
 def protocol(config):
     """Training iterations and forward images of the paper's protocol as the pipeline runs it."""
-    inv, ens = len(config["investigation"]["gammas"]), config["ensemble"]
-    # constructor, investigation, ensemble and fixed-gamma runs; the baseline is the constructor
-    # itself when both train on the same split (pipeline.train_classifiers)
-    runs = 1 + inv + len(ens["gammas"]) * (1 + len(ens["fixed_gamma"]))
-    runs += int(bool(ens["baseline"]) and config["constructor"]["train"] != ens["train"])
+    planned = planned_runs(config)       # identical runs counted once, as the pipeline trains them
+    runs, inv = sum(planned.values()), planned["investigation"]
     sizes, solver_section = config["data"]["sizes"], config["solver"]
     validations = solver_section["max_iter"] // solver_section["test_interval"]
     return {
@@ -106,7 +104,8 @@ def protocol(config):
         "batch_size": config["net"]["batch_size"],
         # every run's periodic validation, the constructor's and the investigation's scoring of
         # val, and the evaluation's scoring of test by every run but the investigation's
-        "forward_images": runs * validations * sizes["val"] + (1 + inv) * sizes["val"] + (runs - inv) * sizes["test"],
+        "forward_images": (runs * validations * sizes["val"] + (planned["constructor"] + inv) * sizes["val"]
+                           + (runs - inv) * sizes["test"]),
     }
 
 
