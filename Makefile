@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo caffe-check clean-venv
+.PHONY: setup test demo demo-small caffe-check clean-venv
 
 setup:
 	tools/setup_env.sh
@@ -12,6 +12,10 @@ test: setup
 
 demo: setup
 	$(PY) tools/run_experiment.py --config configs/demo.yaml --jobs 2
+
+# The demo where training data are scarce (300 faces), as the paper's claim is about.
+demo-small: setup
+	$(PY) tools/run_experiment.py --config configs/demo_small.yaml --jobs 2
 
 # BVLC Caffe's own gtests against the build setup uses (PYCAFFE_FER_CAFFE_FLAGS=--cuda for the CUDA one).
 caffe-check:

@@ -14,6 +14,7 @@ import yaml
 from .classes import NUM_CLASSES
 from .datasets import FORMATS, SPLITS
 from .ensemble import FUSIONS
+from .softlabel import SOURCES
 from .errors import InputError
 from .synth import LAYOUTS
 
@@ -154,6 +155,7 @@ def nullable(spec):
 
 
 SPLIT = choice(*SPLITS)
+CONTROLS = SOURCES[1:]          # every soft-label source but the constructor's D
 # ensemble.baseline: false (none), true (one hard-label net) or {n: N} (a hard-label ensemble of N).
 BASELINE = Spec(lambda v: isinstance(v, bool) or (isinstance(v, dict) and set(v) == {"n"} and integer(1).accepts(v["n"])),
                 "true, false or {n: N} with N an integer >= 1")
@@ -201,6 +203,7 @@ SCHEMA = Section({
         "train": SPLIT, "val": SPLIT, "test": SPLIT, "gammas": GAMMAS,
         "init": choice("weights", "constructor", "scratch"), "fusion": choice(*FUSIONS), "baseline": BASELINE,
         "seeds": choice("distinct", "shared"),
+        "controls": list_of(choice(*CONTROLS)), "repeats": integer(1),
         "fixed_gamma": nullable(GAMMAS), "solver": Section(_partial(SOLVER), optional=True)}),
     # sbatch options of the SLURM executor; each may be absent or null (the cluster's default).
     "slurm": Section({key: nullable(spec) for key, spec in (
@@ -263,6 +266,9 @@ def validate(config):
     if inv["mirror"] and not inv.get("holdout"):
         raise InputError("config investigation.mirror: true needs investigation.holdout (mirroring enlarges the "
                          "training set before the holdout split)")
+    if "oracle" in ens["controls"] and not config["data"].get("synthetic"):
+        raise InputError("config ensemble.controls: 'oracle' needs the synthetic set's true soft labels, but "
+                         "data has no synthetic section (a real dataset): remove it from the controls")
     if inv["select"] == "auto" and not inv.get("gammas"):
         raise InputError("config investigation.select: 'auto' needs investigation.gammas to select from")
     if inv["select"] == "config" and not ens["gammas"]:

@@ -35,9 +35,10 @@ WINDOW_BYTES = 16 << 20
 SKIPPED_EXAMPLES = 20
 
 
-def soft_lmdb_path(out, gamma):
-    """Where the soft-label LMDB of perturbation factor ``gamma`` goes: ``<out>_soft_g<gamma>``."""
-    return "%s_soft_g%s" % (out, gamma_tag(gamma))
+def soft_lmdb_path(out, gamma, source="constructed"):
+    """Where the soft-label LMDB of perturbation factor ``gamma`` goes: ``<out>_soft_g<gamma>`` for
+    the constructor's D, ``<out>_soft_<source>_g<gamma>`` for another source (softlabel.SOURCES)."""
+    return "%s_soft_%sg%s" % (out, "" if source == "constructed" else source + "_", gamma_tag(gamma))
 
 
 def vector_lmdb_path(out):

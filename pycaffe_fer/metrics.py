@@ -74,6 +74,23 @@ def mcnemar_exact(correct_a, correct_b):
     return min(1.0, 2 * tail / 2 ** n), a_only, b_only   # int / int: exact, no float overflow
 
 
+def paired_t_test(differences):
+    """Two-sided paired t-test that the mean of per-repeat differences (A - B, each on the same
+    repeat's seeds) is 0: {mean, sd, t, p}; sd, t and p are None for one difference. Identical
+    differences give t = +-inf and p = 0, or p = 1 when all are 0."""
+    differences = np.asarray(differences, dtype=np.float64)
+    mean, count = float(differences.mean()), len(differences)
+    if count < 2:
+        return {"mean": mean, "sd": None, "t": None, "p": None}
+    sd = float(differences.std(ddof=1))
+    if sd == 0:
+        return {"mean": mean, "sd": 0.0, "t": math.copysign(math.inf, mean) if mean else 0.0, "p": 0.0 if mean else 1.0}
+    from scipy import stats   # here: metrics' other functions need numpy alone
+
+    t = mean / (sd / math.sqrt(count))
+    return {"mean": mean, "sd": sd, "t": float(t), "p": float(2 * stats.t.sf(abs(t), count - 1))}
+
+
 def kl_to_truth(truth, probs):
     """Mean KL(truth || probs) over images (nats): how much of each true mixture the prediction misses."""
     truth, probs = np.asarray(truth, dtype=np.float64), np.asarray(probs, dtype=np.float64)

@@ -47,9 +47,10 @@ def planned_runs(config):
 
     planned = collections.OrderedDict()          # (train, val, gamma, init, solver, seed) -> stage
 
-    def plan(stage, train, val, gammas, init, solver_key, seeds):
+    def plan(stage, train, val, gammas, init, solver_key, seeds, repeat=0):
         for k, gamma in enumerate(gammas):
-            planned.setdefault((train, val, gamma, init, solver_key, training.member_seed(base_seed, k, seeds)), stage)
+            seed = training.member_seed(base_seed, k, seeds, repeat)
+            planned.setdefault((train, val, gamma, init, solver_key, seed), stage)
 
     if not constructor.get("softlabels"):
         plan("constructor", constructor["train"], constructor["val"], [None], constructor["init"], solver(None), "distinct")
@@ -58,13 +59,24 @@ def planned_runs(config):
         plan("investigation", "investigation_train" if held else inv["train"], "investigation_holdout" if held else inv["val"],
              [float(g) for g in inv["gammas"]], ens["init"], solver("investigation"), ens["seeds"])
     gammas = [float(g) for g in ens["gammas"]]
-    plan("ensemble", ens["train"], ens["val"], gammas, ens["init"], solver("ensemble"), ens["seeds"])
-    for gamma in ens.get("fixed_gamma") or []:
-        plan("fixed_gamma", ens["train"], ens["val"], [float(gamma)] * len(gammas), ens["init"], solver("ensemble"), "distinct")
-    plan("baseline", ens["train"], ens["val"], [None] * baseline_size(ens), ens["init"], solver("ensemble"), "distinct")
+    terms = (ens["train"], ens["val"])
+    for repeat in range(ens["repeats"]):
+        plan("ensemble", *terms, gammas, ens["init"], solver("ensemble"), ens["seeds"], repeat)
+        for gamma in ens.get("fixed_gamma") or []:
+            plan("fixed_gamma", *terms, [float(gamma)] * len(gammas), ens["init"], solver("ensemble"), "distinct", repeat)
+        plan("baseline", *terms, [None] * baseline_size(ens), ens["init"], solver("ensemble"), "distinct", repeat)
+        for source in ens["controls"]:       # soft labels of their own: no run of theirs is another's
+            plan("controls", *terms, [(source, g) for g in gammas], ens["init"], solver("ensemble"), ens["seeds"], repeat)
     counts = collections.Counter(planned.values())
     return collections.OrderedDict((stage, counts[stage]) for stage in
-                                   ("constructor", "investigation", "ensemble", "fixed_gamma", "baseline"))
+                                   ("constructor", "investigation", "ensemble", "fixed_gamma", "baseline", "controls"))
+
+
+def trained_dirs(runs):
+    """Every run directory of train_classifiers' groups, once each (groups may share runs)."""
+    dirs = runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] + runs["baseline"]
+    dirs += [d for ds in runs["controls"].values() for d in ds]
+    return list(collections.OrderedDict.fromkeys(dirs))
 
 
 class Experiment:
@@ -82,6 +94,7 @@ class Experiment:
         # run identity -> run directory: a run asked for twice (the constructor as member 0 of the
         # hard-label ensemble, a fixed-gamma member equal to a perturbed one) is trained once.
         self.prepared = {}
+        self.truth = None
         if self.weights and not os.path.exists(self.weights):
             raise InputError("%s: no such weights file" % self.weights)
 
@@ -158,9 +171,21 @@ class Experiment:
         return {role: build["out"] for role, build in recipes.items()}
 
     # ---- runs ------------------------------------------------------------------------------
-    def run_spec(self, name, train, val, D=None, gamma=None, weights=None, seed=None):
+    def run_spec(self, name, train, val, D=None, gamma=None, weights=None, seed=None, source="constructed"):
+        """A hard-label run's spec, or with D a soft-label one on `source`'s soft labels for gamma."""
         seed = int(self.config["solver"]["random_seed"] if seed is None else seed)
-        return training.make_spec(name, train, val, seed, D, gamma, weights)
+        rows = None if D is None else self.soft_rows(source, D, gamma)
+        return training.make_spec(name, train, val, seed, rows, gamma, weights, source)
+
+    def soft_rows(self, source, D, gamma):
+        """The C x C soft labels of `source` for gamma (softlabel.source_rows)."""
+        return softlabel.source_rows(source, gamma, D, self.true_softlabels() if source == "oracle" else None)
+
+    def true_softlabels(self):
+        """The synthetic set's true class-level soft labels, on the split D is fused on."""
+        if self.truth is None:
+            self.truth = synth.true_soft_labels_of(self.source(), self.config["constructor"]["val"])
+        return self.truth
 
     def prepare(self, folder, spec, solver=None):
         """A run directory under the experiment, with `solver` overriding the config's solver section;
@@ -171,9 +196,11 @@ class Experiment:
             self.prepared[identity] = training.prepare_run(self.path(folder, spec["name"]), config, spec)
         return self.prepared[identity]
 
-    def seed(self, index, seeds=None):
-        """The seed of run `index` of a group (training.member_seed); `seeds` defaults to ensemble.seeds."""
-        return training.member_seed(self.config["solver"]["random_seed"], index, seeds or self.config["ensemble"]["seeds"])
+    def seed(self, index, seeds=None, repeat=0):
+        """The seed of run `index` of a group in a repeat (training.member_seed); `seeds` defaults to
+        ensemble.seeds."""
+        return training.member_seed(self.config["solver"]["random_seed"], index, seeds or self.config["ensemble"]["seeds"],
+                                    repeat)
 
     def train(self, run_dirs, stage):
         self.executor.run([Task(training.read_run(d)["spec"]["name"], d, "pycaffe_fer.training", gpu=True,
@@ -236,16 +263,16 @@ class Experiment:
                 tie["class"], tie["first"], tie["values"][0], tie["second"], tie["values"][1], softlabel.NEAR_TIE))
         return ties
 
-    def soft_lmdbs(self, D, image_lmdbs, gammas):
-        """The eq. 4 soft-label LMDB of each image LMDB and gamma; one already written is kept if it
-        holds these soft labels and rewritten if D has changed since."""
+    def soft_lmdbs(self, D, image_lmdbs, gammas, source="constructed"):
+        """The soft-label LMDB of each image LMDB and gamma (eq. 4 of D, or another source's); one
+        already written is kept if it holds these soft labels and rewritten if they have changed since."""
         for image_lmdb in image_lmdbs:
             for gamma in gammas:
-                out = soft_lmdb_path(image_lmdb, gamma)
-                rows = softlabel.perturb(D, gamma)
+                out = soft_lmdb_path(image_lmdb, gamma, source)
+                rows = self.soft_rows(source, D, gamma)
                 if os.path.isdir(out) and np.allclose(read_manifest(out)["soft_labels"], rows, rtol=0, atol=1e-12):
                     continue
-                write_soft_lmdb(image_lmdb, rows, out, force=True, gamma=gamma)
+                write_soft_lmdb(image_lmdb, rows, out, force=True, gamma=gamma, source=source)
 
     # ---- investigation (Fig. 4) ---------------------------------------------------------------
     def investigate(self, D, lmdbs, init_weights):
@@ -276,32 +303,41 @@ class Experiment:
                 "val": inv["val"]}
 
     # ---- base classifiers and evaluation ---------------------------------------------------------
-    def train_classifiers(self, D, lmdbs, gammas, init_weights):
-        """Run directories of the perturbed ensemble, the fixed-gamma ensembles and the hard-label
-        baseline: every one from the same initial weights, with ensemble.solver, member k seeded
-        alike in each (training.member_seed)."""
-        self.stage("base classifiers")
+    def train_classifiers(self, D, lmdbs, gammas, init_weights, repeat=0):
+        """Run directories of the perturbed ensemble, the fixed-gamma ensembles, the hard-label
+        baseline and the controls: every one from the same initial weights, with ensemble.solver,
+        member k seeded alike in each (training.member_seed). Repeat r > 0 of the stage goes under
+        repeat<r>/, with seeds of its own; ensemble.json is repeat 0's ensemble."""
+        self.stage("base classifiers" + (" (repeat %d)" % repeat if repeat else ""))
         ens = self.config["ensemble"]
         fixed = [float(g) for g in ens.get("fixed_gamma") or []]
         self.soft_lmdbs(D, [lmdbs["ensemble_train"], lmdbs["ensemble_val"]], sorted(set(gammas) | set(fixed)))
         train, val = lmdbs["ensemble_train"], lmdbs["ensemble_val"]
         solver = ens.get("solver")
-        runs = {"ensemble": [self.prepare("ensemble", self.run_spec(
-            "g" + gamma_tag(g), train, val, D, g, init_weights, seed=self.seed(k)), solver) for k, g in enumerate(gammas)]}
+        folder = (lambda name: os.path.join("repeat%d" % repeat, name)) if repeat else (lambda name: name)
+        runs = {"ensemble": [self.prepare(folder("ensemble"), self.run_spec(
+            "g" + gamma_tag(g), train, val, D, g, init_weights, seed=self.seed(k, repeat=repeat)), solver)
+            for k, g in enumerate(gammas)]}
         # Fixed-gamma and hard-label members differ only by their seeds, so theirs are always distinct.
-        seeds = [self.seed(k, "distinct") for k in range(max(len(gammas), baseline_size(ens)))]
-        runs["fixed"] = {g: [self.prepare("fixed_g" + gamma_tag(g), self.run_spec(
+        seeds = [self.seed(k, "distinct", repeat) for k in range(max(len(gammas), baseline_size(ens)))]
+        runs["fixed"] = {g: [self.prepare(folder("fixed_g" + gamma_tag(g)), self.run_spec(
             "seed%d" % seed, train, val, D, g, init_weights, seed=seed), solver) for seed in seeds[:len(gammas)]]
             for g in fixed}
         # The hard-label baseline on the soft nets' terms; the constructor is its member 0 only when it
         # was trained on exactly those (prepare() finds the identical run).
-        runs["baseline"] = [self.prepare("baseline", self.run_spec("seed%d" % seed, train, val, weights=init_weights,
-                                                                   seed=seed), solver)
-                            for seed in seeds[:baseline_size(ens)]]
-        self.train(runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] + runs["baseline"],
-                   "base classifiers")
-        ensemble_eq.write_ensemble(self.out, self.members(runs["ensemble"]), ens["fusion"], self.config["net"],
-                                   self.config["data"]["format"] in CSV_FORMATS)
+        runs["baseline"] = [self.prepare(folder("baseline"), self.run_spec(
+            "seed%d" % seed, train, val, weights=init_weights, seed=seed), solver) for seed in seeds[:baseline_size(ens)]]
+        # Controls: the perturbed ensemble again, every term the same but the source of its soft labels.
+        runs["controls"] = collections.OrderedDict()
+        for source in ens["controls"]:
+            self.soft_lmdbs(D, [train, val], gammas, source)
+            runs["controls"][source] = [self.prepare(folder("control_" + source), self.run_spec(
+                "g" + gamma_tag(g), train, val, D, g, init_weights, seed=self.seed(k, repeat=repeat), source=source),
+                solver) for k, g in enumerate(gammas)]
+        self.train(trained_dirs(runs), "base classifiers")
+        if repeat == 0:
+            ensemble_eq.write_ensemble(self.out, self.members(runs["ensemble"]), ens["fusion"], self.config["net"],
+                                       self.config["data"]["format"] in CSV_FORMATS)
         return runs
 
     def runs_info(self, run_dirs, constructor_dir):
@@ -318,18 +354,19 @@ class Experiment:
                              "iterations": int(run["settings"]["solver"]["max_iter"])}
         return info
 
-    def evaluate(self, runs, lmdbs, constructor_dir):
-        """Scores of every trained net, the constructor's too, on the test LMDB in one pass; the
-        report's numbers (pycaffe_fer.results)."""
+    def evaluate(self, repeats, lmdbs, constructor_dir):
+        """Scores of every trained net of every repeat, the constructor's too, on the test LMDB in one
+        pass; the report's numbers (pycaffe_fer.results): repeat 0's, with each method's accuracy over
+        the repeats."""
         self.stage("evaluation")
-        all_dirs = runs["ensemble"] + [d for ds in runs["fixed"].values() for d in ds] + runs["baseline"]
-        all_dirs += [constructor_dir] if constructor_dir else []
+        all_dirs = [d for runs in repeats for d in trained_dirs(runs)] + ([constructor_dir] if constructor_dir else [])
         all_dirs = list(collections.OrderedDict.fromkeys(all_dirs))   # runs may be shared (prepare())
         scores, labels = self.scores("test", lmdbs["test"], all_dirs)
         by_dir = dict(zip(all_dirs, scores))
         truth = None if self.data else synth.mixtures_of_lmdb(self.source(), self.config["ensemble"]["test"], lmdbs["test"])
-        evaluation = results_format.evaluation(labels, by_dir, runs, self.runs_info(all_dirs, constructor_dir),
-                                               self.config["ensemble"]["fusion"], truth)
+        info = self.runs_info(all_dirs, constructor_dir)
+        evaluation = results_format.over_repeats([results_format.evaluation(
+            labels, by_dir, runs, info, self.config["ensemble"]["fusion"], truth) for runs in repeats])
         if constructor_dir:
             evaluation["constructor_test_accuracy"] = results_format.accuracy(labels, by_dir[constructor_dir].argmax(axis=1))
         self.log("test accuracy: %s" % ", ".join("%s %.2f" % (row["id"], row["accuracy"])
@@ -346,6 +383,9 @@ class Experiment:
                              "VGG_FACE.caffemodel, or %s" % (
                                  self.config["name"], ", ".join(w + ".init" for w in wanting),
                                  " ".join("--set %s.init=scratch" % w for w in wanting)))
+        if "oracle" in self.config["ensemble"]["controls"] and self.data:
+            raise InputError("ensemble.controls: 'oracle' needs the synthetic set's true soft labels, but --data "
+                             "names a real dataset (%s): remove it from the controls" % self.data)
         if self.config["constructor"].get("softlabels"):     # a bad D file fails now, not after the data
             softlabel.load_matrix(self.config["constructor"]["softlabels"], NUM_CLASSES)
         os.makedirs(self.out, exist_ok=True)
@@ -356,8 +396,9 @@ class Experiment:
             init = training.final_model(constructor_dir)
         investigation = self.investigate(D, lmdbs, init)
         gammas = investigation["selected"] if investigation else [float(g) for g in self.config["ensemble"]["gammas"]]
-        runs = self.train_classifiers(D, lmdbs, gammas, init)
-        results = self.evaluate(runs, lmdbs, constructor_dir)
+        repeats = [self.train_classifiers(D, lmdbs, gammas, init, repeat)
+                   for repeat in range(self.config["ensemble"]["repeats"])]
+        results = self.evaluate(repeats, lmdbs, constructor_dir)
         results.update({"experiment": self.config["name"], "data_description": self.describe_data(),
                         "test_split": self.config["ensemble"]["test"], "test_lmdb": lmdbs["test"],
                         "investigation": investigation,
@@ -366,7 +407,7 @@ class Experiment:
             results["constructor"] = {"val_accuracy": softlabel_info["val_accuracy"],
                                       "test_accuracy": results.pop("constructor_test_accuracy")}
         if not self.data:
-            results["true_softlabels"] = synth.true_soft_labels_of(self.source(), self.config["constructor"]["val"]).tolist()
+            results["true_softlabels"] = self.true_softlabels().tolist()
         self.stage("report")
         path = report.write_report(self.out, results, self.config.get("paper", "fer2013"))
         self.log("report: %s" % path)

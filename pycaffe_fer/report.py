@@ -124,7 +124,7 @@ def plot_mixtures(rows, path):
     figure, (tv, top2) = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.9), sharey=True)
     y = np.arange(len(rows))
     colours = ["tab:red" if row["kind"] == "ensemble" else "tab:gray" if row["kind"] in ("baseline", "hard_single")
-               else "tab:blue" for row in rows]
+               else "tab:green" if row["kind"] == "control" else "tab:blue" for row in rows]
     tv.barh(y, [row["tv_to_truth"] for row in rows], color=colours)
     top2.barh(y, [100 * row["top2_agreement"] for row in rows], color=colours)
     tv.set_yticks(y)
@@ -134,7 +134,8 @@ def plot_mixtures(rows, path):
     top2.set_xlabel("top-2 classes are the true mixture's\ntop 2, % of images (higher is better)", fontsize=10)
     for axes in (tv, top2):
         axes.grid(axis="x", alpha=0.3)
-    figure.suptitle("recovered mixtures (red: perturbed ensembles, gray: hard labels, blue: soft labels)", fontsize=11)
+    figure.suptitle("recovered mixtures (red: perturbed ensembles, gray: hard labels, green: controls, blue: soft labels)",
+                    fontsize=11)
     _save(figure, path)
 
 
@@ -362,11 +363,13 @@ def accuracy_table(ctx):
         papers = paper["rows"].get("fixed_gamma_%s" % row["gamma"], {})
         table.append([row["label"], _with_ci(row), mean_best(row["member_accuracies"]),
                       _pct(papers.get("ensemble")), _pct(papers.get("single"))] + terms(row))
+    for row in rows_by_kind["control"]:
+        table.append([row["label"], _with_ci(row), mean_best(row["member_accuracies"]), "-", "-"] + terms(row))
     for row in rows_by_kind["baseline"]:
         papers = paper["rows"]["baseline"]
         ours = [_with_ci(row), mean_best(row["member_accuracies"])] if row["n"] > 1 else ["-", _with_ci(row)]
         table.append([row["label"]] + ours + [_pct(papers.get("ensemble")), _pct(papers.get("single"))] + terms(row))
-    trained = ensembles + rows_by_kind["fixed_gamma"] + rows_by_kind["baseline"]
+    trained = ensembles + rows_by_kind["fixed_gamma"] + rows_by_kind["control"] + rows_by_kind["baseline"]
     kinds = {(str(row["init"]), str(row["iterations"])) for row in trained}
     if len(kinds) == 1:
         (init, iterations), = kinds
@@ -397,6 +400,87 @@ def per_class(ctx):
            markdown_table(["method"] + list(CLASSES), [[_name(row)] + [_pct(v) for v in row["per_class"]] for row in rows]),
            ""]
     return out
+
+
+def plot_sources(curves, hard, path):
+    """Single-classifier test accuracy against gamma, one line per soft-label source (curves:
+    [(label, gammas, accuracies)]), the hard-label nets' mean as a horizontal line."""
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for label, gammas, accuracies in curves:
+        axes.plot(gammas, accuracies, "o-", label=label)
+    if hard is not None:
+        axes.axhline(hard, color="tab:gray", linestyle="--", label="hard labels (mean of the nets)")
+    axes.set_xlabel("perturbation factor gamma", fontsize=11)
+    axes.set_ylabel("test accuracy of the single net (%)", fontsize=11)
+    axes.set_title("what helps: the source of the soft labels", fontsize=12)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=9)
+    _save(figure, path)
+
+
+def what_helps(ctx):
+    """Each soft-label source's ensemble beside hard labels: D's class structure, or smoothing alone?"""
+    results = ctx.results
+    rows = results_format.methods(results)
+    controls = [row for row in rows if row["kind"] == "control"]
+    if not controls:
+        return []
+    ours = results_format.method(results, results["ensemble"]["method"])
+    singles = [row for row in rows if row["kind"] == "single"]
+    hard = results_format.method(results, results_format.BASELINE)
+    curves = [("constructed D (the paper's)", [s["gamma"] for s in singles], [s["accuracy"] for s in singles])]
+    curves += [(row["source"], row["gammas"], row["member_accuracies"]) for row in controls]
+    hard_mean = float(np.mean(hard["member_accuracies"])) if hard and "member_accuracies" in hard else (
+        hard["accuracy"] if hard else None)
+    plot_sources(curves, hard_mean, os.path.join(ctx.run_root, "sources.png"))
+    known = "tv_to_truth" in ours
+    repeated = results["repeats"]["count"] > 1
+    table = []
+    for row in [ours] + controls + ([hard] if hard else []):
+        singles_mean = np.mean(row["member_accuracies"]) if "member_accuracies" in row else row["accuracy"]
+        table.append([_name(row), _with_ci(row)] + ([_mean_sd(row)] if repeated else []) +
+                     [_pct(singles_mean), "%.4f" % row["ece"]] + (["%.4f" % row["tv_to_truth"]] if known else []))
+    return ["## What helps? Soft-label sources on equal terms", "",
+            "The perturbed ensemble trained again with other soft labels, every other term the same (gammas, N, "
+            "init, solver, seeds): uniform smoothing whose rows have the mean entropy of each perturbed D "
+            "(smoothing without D's class structure) and, where the true mixtures are known, the true class-level "
+            "soft labels (the best a class-level D can be).", "",
+            markdown_table(["method", "ensemble (%) [95% CI]"] +
+                           (["mean +- sd over %d repeats" % results["repeats"]["count"]] if repeated else []) +
+                           ["single (mean, %)", "ECE"] + (["TV to truth"] if known else []), table), "",
+            "![accuracy against gamma per source](sources.png)", ""]
+
+
+def _mean_sd(row):
+    return "%.2f +- %.2f" % (row["mean"], row["sd"])
+
+
+def repeats(ctx):
+    """Training noise: every method's accuracy over K repeats of the base classifiers (disjoint seeds),
+    and the perturbed ensemble's paired differences across them."""
+    results = ctx.results
+    count = results["repeats"]["count"]
+    if count == 1:
+        return []
+    rows = [row for row in results_format.methods(results) if row["kind"] not in ("single", "hard_single")]
+    ours = results_format.method(results, results["repeats"]["method"])
+    table = [[_name(row)] + [_pct(a) for a in row["repeats"]] + [_mean_sd(row)] for row in rows]
+    tests = []
+    for other_id, test in sorted(results["repeats"]["comparisons"].items()):
+        tests.append([_name(results_format.method(results, other_id))] +
+                     ["%+.2f" % d for d in test["differences"]] +
+                     ["%+.2f +- %.2f" % (test["mean"], test["sd"]), "%.3g" % test["t"], _p(test["p"]),
+                      "yes" if test["p"] < SIGNIFICANCE_LEVEL else "no"])
+    return ["## Over %d repeats (training noise)" % count, "",
+            "The base-classifier stage trained %d times with disjoint seeds (`ensemble.repeats`, `--repeats`; the "
+            "constructor and D stay one): each method's test accuracy per repeat, and its mean and standard deviation. "
+            "McNemar and the bootstrap above cover the test sample of repeat 0; these numbers cover the randomness of "
+            "training." % count, "",
+            markdown_table(["method"] + ["repeat %d" % r for r in range(count)] + ["mean +- sd"], table), "",
+            "%s minus each other method, per repeat, and a paired t-test across the repeats (%d degrees of freedom):"
+            % (_name(ours), count - 1), "",
+            markdown_table(["minus"] + ["repeat %d" % r for r in range(count)] +
+                           ["mean +- sd", "t", "p", "significant at %g" % SIGNIFICANCE_LEVEL], tests), ""]
 
 
 def significance(ctx):
@@ -519,8 +603,8 @@ def misclassified_faces(ctx):
             "![false predictions](misclassified.png)", ""]
 
 
-SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, accuracy_table, per_class,
-            significance, calibration, mixtures, diversity, confusion, misclassified_faces)
+SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, accuracy_table, what_helps,
+            repeats, per_class, significance, calibration, mixtures, diversity, confusion, misclassified_faces)
 
 
 def write_report(run_root, results, paper_key):

@@ -13,14 +13,17 @@ and the keys named here.
                        kl_to_truth, tv_to_truth, top2_agreement (true mixtures known),
                        init, iterations, n, seeds, runs (the terms it was trained on, its run folders),
                        mcnemar_p, mcnemar_discordant, difference_ci95 (perturbed ensembles: vs the
-                       hard-label baseline, best_single, best_hard_single and each fixed-gamma ensemble),
-                       gamma (singles, fixed_gamma), members (ensembles: their singles' ids;
-                       fixed_gamma: their runs' names), member_accuracies, diversity,
-                       gain_over_mean_single (every ensemble)}]
+                       hard-label baseline, best_single, best_hard_single, each fixed-gamma ensemble
+                       and each control), gamma (singles, fixed_gamma), source and gammas (controls),
+                       members (ensembles: their singles' ids; fixed_gamma, controls: their runs'
+                       names), member_accuracies, diversity, gain_over_mean_single (every ensemble),
+                       repeats (its accuracy in each repeat), mean, sd (over repeats; null for one)}]
                      kinds: ensemble, single, fixed_gamma, baseline (the hard-label ensemble, or one
-                     hard-label net), hard_single (the hard-label ensemble's members)
+                     hard-label net), hard_single (the hard-label ensemble's members), control
     ensemble         {fusion, method (id of the ensemble as configured), best_single,
                       best_hard_single (or null), confusion, disagreement, diversity}
+    repeats          {count, method (the perturbed ensemble's id), comparisons: {method id: {differences
+                      (per repeat, points), mean, sd, t, p}}}: its paired t-tests across repeats
     reliability      {method id: {count, confidence, accuracy}} per 15 bins, for the reliability diagram
     examples         {soft: [...], misclassified: [...]}, each {index, label, prediction,
                       probabilities, mixture?}: test images for Figs. 1 and 5-7
@@ -36,6 +39,8 @@ from .classes import NUM_CLASSES
 CALIBRATION = (("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"))
 MIXTURE = (("kl_to_truth", "KL to truth"), ("tv_to_truth", "TV to truth"), ("top2_agreement", "top-2 agreement"))
 BASELINE = "baseline"
+CONTROL_LABELS = {"uniform": "Control: uniform smoothing of matched entropy",
+                  "oracle": "Control: oracle, the true class-level soft labels"}
 # Figures: faces per class in Fig. 1 (one), misclassified faces per true class in Figs. 5-7.
 MISCLASSIFIED_PER_CLASS = 2
 
@@ -87,7 +92,7 @@ def evaluation(labels, scores, runs, runs_info, fusion, truth=None):
     """The test-set part of results.json.
 
     scores: {run dir: M x C fc scores}; runs: {"ensemble": [run dirs], "fixed": {gamma: [run dirs]},
-    "baseline": [run dirs] (0, 1 or N hard-label nets)}; runs_info: {run dir: {name, run (its path in
+    "baseline": [run dirs] (0, 1 or N hard-label nets), "controls": {source: [run dirs]}}; runs_info: {run dir: {name, run (its path in
     the experiment), gamma, seed, init, iterations}}; truth: M x C true mixtures or None.
     Every row states its terms (init, iterations, N, seeds) beside its evidence; every ensemble its
     members' accuracies, their mean pairwise disagreement and its gain over their mean.
@@ -121,12 +126,16 @@ def evaluation(labels, scores, runs, runs_info, fusion, truth=None):
     for gamma, dirs in sorted(runs["fixed"].items()):
         add_ensemble("fixed_g%s" % gamma, "Ours, gamma = %s (N=%d)" % (gamma, len(dirs)), "fixed_gamma", dirs, fusion,
                      gamma=gamma, members=[runs_info[d]["name"] for d in dirs])
+    for source, dirs in runs["controls"].items():
+        add_ensemble("control_" + source, "%s (N=%d, %s fusion)" % (CONTROL_LABELS[source], len(dirs), fusion), "control",
+                     dirs, fusion, source=source, gammas=[runs_info[d]["gamma"] for d in dirs],
+                     members=[runs_info[d]["name"] for d in dirs])
     hard = runs["baseline"]
     hard_ids = []
     if len(hard) == 1:
         add(BASELINE, "Hard labels, single classifier", "baseline", ensemble_eq.softmax(scores[hard[0]]), hard)
     elif hard:
-        hard_ids = ["hard_" + runs_info[d]["name"] for d in hard]
+        hard_ids = ["hard_%d" % k for k in range(len(hard))]     # by place: the same ids in every repeat
         add_ensemble(BASELINE, "Hard labels (N=%d, %s fusion)" % (len(hard), fusion), "baseline", hard, fusion,
                      members=hard_ids)
         for method_id, d in zip(hard_ids, hard):
@@ -139,7 +148,7 @@ def evaluation(labels, scores, runs, runs_info, fusion, truth=None):
     aliases = {"best_single": best_single, "best_hard_single": best_hard_single}
     correct = {i: p.argmax(axis=1) == labels for i, p in probs.items()}
     compared = [BASELINE] * (BASELINE in by_id) + ["best_single"] + ["best_hard_single"] * bool(hard_ids) + [
-        row["id"] for row in rows if row["kind"] == "fixed_gamma"]
+        row["id"] for row in rows if row["kind"] in ("fixed_gamma", "control")]
     for fused in ensemble_eq.FUSIONS:
         row = by_id["ensemble_" + fused]
         ours = correct[row["id"]]
@@ -163,6 +172,27 @@ def evaluation(labels, scores, runs, runs_info, fusion, truth=None):
         "reliability": {i: _reliability(probs[i], labels) for i in plotted if i in probs},
         "examples": examples(labels, probs[configured], truth),
     }
+
+
+def over_repeats(evaluations):
+    """Repeat 0's evaluation, with each method's test accuracy in every repeat of the base-classifier
+    stage (``repeats``, ``mean``, ``sd``; sd null for one repeat) and ``repeats``: per comparison of
+    the perturbed ensemble (with the hard-label baseline and each control) the per-repeat accuracy
+    differences and a paired t-test across the repeats (metrics.paired_t_test)."""
+    first = evaluations[0]
+    by_repeat = [{row["id"]: row for row in evaluation["methods"]} for evaluation in evaluations]
+    for row in first["methods"]:
+        accuracies = [rows[row["id"]]["accuracy"] for rows in by_repeat]
+        row.update(repeats=accuracies, mean=float(np.mean(accuracies)),
+                   sd=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)
+    configured = first["ensemble"]["method"]
+    others = [row["id"] for row in first["methods"] if row["kind"] in ("baseline", "control")]
+    comparisons = {}
+    for other in others:
+        differences = [rows[configured]["accuracy"] - rows[other]["accuracy"] for rows in by_repeat]
+        comparisons[other] = dict(metrics.paired_t_test(differences), differences=differences)
+    first["repeats"] = {"count": len(evaluations), "method": configured, "comparisons": comparisons}
+    return first
 
 
 def _reliability(probs, labels):

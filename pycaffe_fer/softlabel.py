@@ -55,6 +55,58 @@ def perturb(D, gamma):
     return powered / powered.sum(axis=1, keepdims=True)
 
 
+def row_entropy(rows):
+    """The entropy (nats) of each row of a matrix of distributions; 0 log 0 = 0."""
+    rows = np.asarray(rows, dtype=np.float64)
+    return -np.where(rows > 0, rows * np.log(np.where(rows > 0, rows, 1.0)), 0.0).sum(axis=1)
+
+
+def smoothing(epsilon, num_classes=7):
+    """Uniform label smoothing as soft labels: row j is 1 - epsilon on class j, epsilon / (C - 1) on
+    each other class."""
+    off = float(epsilon) / (num_classes - 1)
+    return np.full((num_classes, num_classes), off) + (1.0 - float(epsilon) - off) * np.eye(num_classes)
+
+
+def matched_smoothing(D, gamma):
+    """The epsilon of ``smoothing`` whose rows have the mean row entropy of perturb(D, gamma): plain
+    smoothing as strong as the perturbed soft labels, without D's class structure.
+
+    The entropy of a smoothing row grows from 0 (epsilon 0) to log C (epsilon (C-1)/C, uniform), so
+    bisection finds it to machine precision.
+    """
+    target = row_entropy(perturb(D, gamma)).mean()
+    num_classes = np.asarray(D).shape[0]
+    low, high = 0.0, (num_classes - 1.0) / num_classes
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        if row_entropy(smoothing(middle, num_classes)[:1])[0] < target:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
+# Where a perturbed ensemble's soft labels come from: the constructor's D (the paper's method), or a
+# control trained the same way: matched uniform smoothing, or the synthetic set's true class-level
+# soft labels (where they are known).
+SOURCES = ("constructed", "uniform", "oracle")
+
+
+def source_rows(source, gamma, D, truth=None):
+    """The C x C soft labels a source gives for ``gamma``: perturb(D, gamma) (constructed), the
+    smoothing of matched entropy (uniform), perturb(truth, gamma) (oracle)."""
+    if source == "constructed":
+        return perturb(D, gamma)
+    if source == "uniform":
+        return smoothing(matched_smoothing(D, gamma), np.asarray(D).shape[0])
+    if source == "oracle":
+        if truth is None:
+            raise InputError("the oracle soft labels need the true class-level soft labels (synthetic data only)")
+        return perturb(truth, gamma)
+    raise InputError("soft-label source must be one of %s, got %r" % (", ".join(SOURCES), source))
+
+
 def validate_matrix(D, source="D", num_classes=None):
     """Return D as float64 if it is a C x C matrix of non-negative rows summing to 1, else raise.
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from . import softlabel, templates
+from . import templates
 from .atomic import atomic_path
 from .errors import InputError, run_cli
 from .lmdb_build import soft_lmdb_path
@@ -68,28 +68,36 @@ def fingerprint(matrix):
     return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
 
 
-def make_spec(name, train, val, seed, D=None, gamma=None, weights=None):
-    """The spec of a hard-label run, or with D and gamma a soft-label one (whose spec names the soft
-    labels' fingerprint, so a run trained on other soft labels is never taken for this one)."""
-    spec = {"name": name, "head": "hard" if D is None else "soft", "gamma": gamma, "train_lmdb": train,
+def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, source="constructed"):
+    """The spec of a hard-label run, or with soft labels ``rows`` (C x C, for ``gamma``, from
+    ``source``: softlabel.SOURCES) a soft-label one, whose spec names the soft labels' fingerprint,
+    so a run trained on other soft labels is never taken for this one."""
+    spec = {"name": name, "head": "hard" if rows is None else "soft", "gamma": gamma, "train_lmdb": train,
             "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights, "seed": int(seed)}
-    if D is not None:
-        spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma)
-        spec["val_soft_lmdb"] = soft_lmdb_path(val, gamma)
-        spec["softlabels"] = fingerprint(softlabel.perturb(D, gamma))
+    if rows is not None:
+        spec["source"] = source
+        spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma, source)
+        spec["val_soft_lmdb"] = soft_lmdb_path(val, gamma, source)
+        spec["softlabels"] = fingerprint(rows)
     return spec
 
 
-def member_seed(base_seed, index, seeds="distinct"):
-    """The seed of run `index` (0-based) of a group of runs (an ensemble, the investigation's grid).
+# Seeds of repeat r start at base + r * REPEAT_STRIDE: disjoint from every other repeat's while a
+# group has fewer runs than this.
+REPEAT_STRIDE = 1000
+
+
+def member_seed(base_seed, index, seeds="distinct", repeat=0):
+    """The seed of run `index` (0-based) of a group of runs (an ensemble, the investigation's grid)
+    in repeat `repeat` of the base-classifier stage.
 
     distinct: base_seed + index. The same for every group, so member k of the perturbed, fixed-gamma
     and hard-label ensembles starts from the same random stream (fc8 fillers, dropout masks) and the
     ensembles differ by their labels alone; member 0 has the constructor's seed, so a constructor
     trained on the members' terms is their member 0. shared: base_seed for every run (the ablation
-    in which only gamma tells the members apart).
+    in which only gamma tells the members apart). Repeat r adds r * REPEAT_STRIDE.
     """
-    return int(base_seed) + (int(index) if seeds == "distinct" else 0)
+    return int(base_seed) + REPEAT_STRIDE * int(repeat) + (int(index) if seeds == "distinct" else 0)
 
 
 def run_identity(config, spec):

@@ -45,7 +45,7 @@ TINY = ["data.synthetic={seed: 3, train: 336, val: 140, test: 140, layouts: [fer
         # with its gamma and seed (Experiment.prepare trains identical runs once).
         "investigation.solver={max_iter: 10, snapshot: 10, stepsize: 1000, base_lr: 0.01}",
         "ensemble.solver={max_iter: 10, snapshot: 10, stepsize: 1000}",
-        "ensemble.fixed_gamma=[1.4]", "ensemble.baseline={n: 2}"]
+        "ensemble.fixed_gamma=[1.4]", "ensemble.baseline={n: 2}", "ensemble.controls=[uniform, oracle]"]
 
 
 def tiny_config(*overrides):

@@ -12,7 +12,7 @@ from pycaffe_fer.templates import section_keys
 from helpers import REPO
 
 
-@pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo"])
+@pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo", "demo_small"])
 def test_every_preset_is_valid(preset):
     assert validate(load_config(preset))["name"] == preset
 

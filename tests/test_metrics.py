@@ -86,3 +86,15 @@ def test_top2_agreement_compares_the_two_largest_as_a_set():
              [0.6, 0.1, 0.3, 0.0],         # {0, 2}: does not
              [0.5, 0.4, 0.1, 0.0]]         # agrees
     assert metrics.top2_agreement(truth, probs) == pytest.approx(2 / 3)
+
+
+def test_paired_t_test_by_hand():
+    # d = 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3); with 2 degrees of freedom the two-sided p is
+    # 1 - t / sqrt(t^2 + 2) exactly.
+    result = metrics.paired_t_test([1.0, 2.0, 3.0])
+    t = 2 * np.sqrt(3)
+    assert result["mean"] == 2.0 and result["sd"] == pytest.approx(1.0)
+    assert result["t"] == pytest.approx(t) and result["p"] == pytest.approx(1 - t / np.sqrt(t * t + 2))
+    assert metrics.paired_t_test([-1.0, -2.0, -3.0])["t"] == pytest.approx(-t)
+    assert metrics.paired_t_test([0.5]) == {"mean": 0.5, "sd": None, "t": None, "p": None}
+    assert metrics.paired_t_test([1.0, 1.0])["p"] == 0.0 and metrics.paired_t_test([0.0, 0.0])["p"] == 1.0

@@ -65,7 +65,7 @@ def test_one_finished_run_per_gamma(experiment):
     # planned_runs (the GPU check's projection, README's counts) counts the runs the pipeline trained.
     trained = [d for d, _, files in os.walk(out) if training.RUN_FILE in files]
     assert dict(planned_runs(tiny_config())) == {"constructor": 1, "investigation": 3, "ensemble": 3,
-                                                 "fixed_gamma": 2, "baseline": 2}
+                                                 "fixed_gamma": 2, "baseline": 2, "controls": 6}
     assert sum(planned_runs(tiny_config()).values()) == len(trained)
     # The soft-label LMDB of each gamma holds eq. 4 of D.
     from pycaffe_fer.lmdb_io import read_manifest
@@ -92,7 +92,7 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert len(summary) == 5 and summary[0].startswith("- **Best method: ")
     assert "The paper's condition j = argmax_k d_jk on D: " in summary[4]
     for png in ("softlabels.png", "gamma.png", "confusion.png", "confusion_paper.png", "reliability.png",
-                "mixtures.png", "softlabel_faces.png", "misclassified.png"):
+                "mixtures.png", "softlabel_faces.png", "misclassified.png", "sources.png"):
         with open(os.path.join(out, png), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     results = json.load(open(os.path.join(out, "results.json")))
@@ -104,8 +104,8 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert results["test_count"] == 140
     # Every method row has its evidence beside its accuracy; the ensembles their McNemar p-values.
     rows = {row["id"]: row for row in results["methods"]}
-    assert sorted(rows) == ["baseline", "ensemble_probability", "ensemble_score", "fixed_g1.4",
-                            "hard_seed0", "hard_seed1", "single_g0.6", "single_g1.4", "single_g2.2"]
+    assert sorted(rows) == ["baseline", "control_oracle", "control_uniform", "ensemble_probability", "ensemble_score",
+                            "fixed_g1.4", "hard_0", "hard_1", "single_g0.6", "single_g1.4", "single_g2.2"]
     from pycaffe_fer.results import CALIBRATION, MIXTURE
     from pycaffe_fer.scoring import read_scores
     counts = np.bincount(read_scores(os.path.join(out, "scores", "test"))[1], minlength=7)
@@ -123,12 +123,13 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
         assert (row["init"], row["iterations"]) == ("constructor", 10) and len(row["seeds"]) == row["n"]
     for fusion in ("score", "probability"):
         p = rows["ensemble_" + fusion]["mcnemar_p"]
-        assert sorted(p) == ["baseline", "best_hard_single", "best_single", "fixed_g1.4"]
+        assert sorted(p) == ["baseline", "best_hard_single", "best_single", "control_oracle", "control_uniform",
+                             "fixed_g1.4"]
         assert all(0 < v <= 1 for v in p.values())
         for key, (low, high) in rows["ensemble_" + fusion]["difference_ci95"].items():
             assert low <= rows["ensemble_" + fusion]["accuracy"] - rows[
                 results["ensemble"].get(key, key) if key.startswith("best_") else key]["accuracy"] <= high
-    for ensemble_id in ("ensemble_score", "fixed_g1.4", "baseline"):
+    for ensemble_id in ("ensemble_score", "fixed_g1.4", "baseline", "control_uniform", "control_oracle"):
         row = rows[ensemble_id]
         assert 0 <= row["diversity"] <= 1
         assert row["gain_over_mean_single"] == pytest.approx(row["accuracy"] - np.mean(row["member_accuracies"]))
@@ -137,6 +138,8 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert baseline_run["spec"]["weights"] == training.final_model(os.path.join(out, "constructor", "hard"))
     assert baseline_run["settings"]["solver"]["max_iter"] == 10
     assert "| Hard labels (N=2, score fusion) |" in report and "## Per-class accuracy" in report
+    assert "## What helps? Soft-label sources on equal terms" in report and "## Over " not in report
+    assert rows["ensemble_score"]["repeats"] == [rows["ensemble_score"]["accuracy"]] and rows["baseline"]["sd"] is None
     assert results["ensemble"]["best_single"] in rows and results["ensemble"]["method"] == "ensemble_score"
     assert len(results["examples"]["soft"]) == 7
     for example in results["examples"]["misclassified"]:
@@ -170,6 +173,59 @@ def test_the_constructor_is_the_baseline_only_on_the_soft_nets_terms(tmp_path):
     # Run identity as before: a directory holding the run with another seed is refused.
     with pytest.raises(InputError, match=r"holds a run made with other settings \(seed, solver differ\)"):
         training.prepare_run(other_solver, exp.config, dict(training.read_run(other_solver)["spec"], seed=9))
+
+
+def test_controls_train_like_the_perturbed_ensemble_on_their_own_soft_labels(experiment):
+    out, _, _ = experiment
+    from pycaffe_fer import softlabel, synth
+    from pycaffe_fer.lmdb_io import read_manifest
+    D = np.load(os.path.join(out, "softlabels.npy"))
+    truth = synth.true_soft_labels_of(os.path.join(out, "synthetic", "fer2013.csv"), "val")
+    for source, expected in (("uniform", softlabel.smoothing(softlabel.matched_smoothing(D, 2.2))),
+                             ("oracle", softlabel.perturb(truth, 2.2))):
+        manifest = read_manifest(os.path.join(out, "lmdb", "train_train_lmdb_soft_%s_g2.2" % source))
+        np.testing.assert_allclose(manifest["soft_labels"], expected, atol=1e-12)
+        perturbed = training.read_run(os.path.join(out, "ensemble", "g2.2"))
+        control = training.read_run(os.path.join(out, "control_" + source, "g2.2"))
+        assert control["spec"]["source"] == source and control["spec"]["train_soft_lmdb"].endswith("_soft_%s_g2.2" % source)
+        # Every term but the soft labels is the perturbed member's.
+        assert control["settings"] == perturbed["settings"]
+        assert {k: v for k, v in control["spec"].items() if k not in ("source", "train_soft_lmdb", "val_soft_lmdb", "softlabels")} == \
+            {k: v for k, v in perturbed["spec"].items() if k not in ("source", "train_soft_lmdb", "val_soft_lmdb", "softlabels")}
+
+
+def test_repeats_train_the_base_classifiers_again_with_disjoint_seeds(tmp_path):
+    out = str(tmp_path / "repeated")
+    small = ["investigation.gammas=null", "investigation.select=config", "ensemble.gammas=[1.0, 2.0]",
+             "ensemble.fixed_gamma=[]", "ensemble.controls=[uniform]"]
+    Experiment(tiny_config(*small), out, jobs=2, log=lambda line: None).run()
+    first = json.load(open(os.path.join(out, "results.json")))
+    lines = []
+    Experiment(tiny_config(*(small + ["ensemble.repeats=2"])), out, jobs=2, log=lines.append).run()
+    assert not any(line.startswith("[hard] iter") for line in lines), "the constructor stays one"
+    seeds = [training.read_run(os.path.join(out, "repeat1", "ensemble", g))["spec"]["seed"] for g in ("g1.0", "g2.0")]
+    assert seeds == [1000, 1001]
+    assert sorted(os.listdir(os.path.join(out, "repeat1"))) == ["baseline", "control_uniform", "ensemble"]
+    results = json.load(open(os.path.join(out, "results.json")))
+    rows = {row["id"]: row for row in results["methods"]}
+    for row in first["methods"]:                       # repeat 0 is the experiment as it was
+        assert rows[row["id"]]["repeats"][0] == row["accuracy"] == rows[row["id"]]["accuracy"]
+        assert len(rows[row["id"]]["repeats"]) == 2 and rows[row["id"]]["sd"] >= 0
+        assert rows[row["id"]]["mean"] == pytest.approx(np.mean(rows[row["id"]]["repeats"]))
+    assert sorted(results["repeats"]["comparisons"]) == ["baseline", "control_uniform"]
+    differences = results["repeats"]["comparisons"]["baseline"]["differences"]
+    assert differences == pytest.approx([ours - theirs for ours, theirs in zip(
+        rows["ensemble_score"]["repeats"], rows["baseline"]["repeats"])])
+    report = open(os.path.join(out, "report.md")).read()
+    assert "## Over 2 repeats (training noise)" in report and "mean +- sd over 2 repeats" in report
+
+
+def test_the_oracle_control_needs_the_synthetic_set(tmp_path):
+    with pytest.raises(InputError, match="config ensemble.controls: 'oracle' needs the synthetic set's true soft labels"):
+        load_config("fer2013", ["ensemble.controls=[oracle]"])
+    with pytest.raises(InputError, match="ensemble.controls: 'oracle' needs the synthetic set's true soft labels, but --data"):
+        Experiment(tiny_config(), str(tmp_path / "x"), data=str(tmp_path / "fer2013.csv")).run()
+    assert not os.path.exists(str(tmp_path / "x")), "refused before anything is built"
 
 
 def test_second_call_skips_every_finished_run(experiment):
@@ -407,18 +463,18 @@ def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_p
     assert "## Calibration" in text and "## False predictions (Fig. 7)" in text
     assert sorted(os.listdir(str(tmp_path))) == sorted(
         ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
-         "confusion.png", "confusion_paper.png", "misclassified.png"])
+         "confusion.png", "confusion_paper.png", "misclassified.png", "sources.png"])
 
 
 @pytest.mark.parametrize("preset, counts", [
     # FER-2013: the fixed-gamma ensembles at 1.4 and 1.0 each share a member with the perturbed
     # ensemble (1.4 is its member 4, seed 4) and one with the grid (1.4 is its run 5, seed 5), all on
     # the same split, init and solver; the constructor is the hard-label ensemble's member 0.
-    ("fer2013", [1, 13, 8, 12, 7]),
+    ("fer2013", [1, 13, 8, 12, 7, 0]),
     # SFEW, RAF: D from FER-2013 (no constructor), the grid on its own holdout split; only 2.2 is
     # among the ensemble's gammas.
-    ("sfew", [0, 13, 6, 11, 6]), ("raf", [0, 13, 6, 11, 6])])
+    ("sfew", [0, 13, 6, 11, 6, 0]), ("raf", [0, 13, 6, 11, 6, 0])])
 def test_runs_of_the_papers_protocols(preset, counts):
     planned = planned_runs(load_config(preset))
-    assert list(planned) == ["constructor", "investigation", "ensemble", "fixed_gamma", "baseline"]
+    assert list(planned) == ["constructor", "investigation", "ensemble", "fixed_gamma", "baseline", "controls"]
     assert list(planned.values()) == counts

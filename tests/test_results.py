@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pycaffe_fer import ensemble
-from pycaffe_fer.results import evaluation, per_class_accuracy
+from pycaffe_fer.results import evaluation, over_repeats, per_class_accuracy
 
 LABELS = np.array([0, 0, 1, 1, 2, 2])
 
@@ -24,7 +24,7 @@ def test_per_class_accuracy_by_hand():
 
 def make_evaluation():
     """Two perturbed members, one fixed-gamma ensemble of two, and a hard-label ensemble of three."""
-    runs = {"ensemble": ["e0", "e1"], "fixed": {1.4: ["f0", "f1"]}, "baseline": ["h0", "h1", "h2"]}
+    runs = {"ensemble": ["e0", "e1"], "fixed": {1.4: ["f0", "f1"]}, "baseline": ["h0", "h1", "h2"], "controls": {}}
     predictions = {"e0": [1, 0, 1, 1, 2, 0], "e1": [0, 1, 1, 1, 2, 2],
                    "f0": [0, 0, 1, 0, 0, 2], "f1": [0, 0, 1, 0, 0, 2],
                    "h0": [0, 1, 1, 0, 2, 2], "h1": [1, 1, 1, 0, 2, 2], "h2": [0, 0, 0, 0, 0, 2]}
@@ -51,9 +51,9 @@ def test_the_hard_label_ensemble_fuses_its_members_by_eq7_and_keeps_them_as_rows
     assert baseline["accuracy"] == pytest.approx(100.0 * np.mean(fused == LABELS))
     # h0: 4/6, h1: 3/6, h2: 3/6 right.
     assert baseline["member_accuracies"] == pytest.approx([400 / 6.0, 50.0, 50.0])
-    assert baseline["members"] == ["hard_seed0", "hard_seed1", "hard_seed2"]
-    assert rows["hard_seed0"]["kind"] == "hard_single" and rows["hard_seed0"]["accuracy"] == pytest.approx(400 / 6.0)
-    assert results["ensemble"]["best_hard_single"] == "hard_seed0"
+    assert baseline["members"] == ["hard_0", "hard_1", "hard_2"]
+    assert rows["hard_0"]["kind"] == "hard_single" and rows["hard_0"]["accuracy"] == pytest.approx(400 / 6.0)
+    assert results["ensemble"]["best_hard_single"] == "hard_0"
     assert (baseline["n"], baseline["seeds"], baseline["init"], baseline["iterations"]) == (3, [0, 1, 2], "constructor", 200)
     assert baseline["runs"] == ["h/seed0", "h/seed1", "h/seed2"]
 
@@ -101,9 +101,43 @@ def test_a_single_hard_label_net_is_the_baseline_row_itself():
     _, scores = make_evaluation()
     info = {d: {"name": d, "run": d, "gamma": 1.0, "seed": 0, "init": "scratch", "iterations": 5}
             for d in ("e0", "e1", "h0")}
-    one = evaluation(LABELS, scores, {"ensemble": ["e0", "e1"], "fixed": {}, "baseline": ["h0"]}, info, "score")
+    one = evaluation(LABELS, scores, {"ensemble": ["e0", "e1"], "fixed": {}, "baseline": ["h0"], "controls": {}}, info, "score")
     rows = {row["id"]: row for row in one["methods"]}
     assert rows["baseline"]["label"] == "Hard labels, single classifier" and rows["baseline"]["n"] == 1
     assert "diversity" not in rows["baseline"] and not any(r["kind"] == "hard_single" for r in one["methods"])
     assert one["ensemble"]["best_hard_single"] is None
     assert sorted(rows["ensemble_score"]["mcnemar_p"]) == ["baseline", "best_single"]
+
+
+def test_a_control_is_an_ensemble_compared_with_the_perturbed_one():
+    _, scores = make_evaluation()
+    info = {d: {"name": "g%d" % k, "run": d, "gamma": 1.0 + k, "seed": k, "init": "scratch", "iterations": 5}
+            for k, d in enumerate(("e0", "e1", "f0", "h0"))}
+    runs = {"ensemble": ["e0", "e1"], "fixed": {}, "baseline": [], "controls": {"uniform": ["f0", "h0"]}}
+    rows = {row["id"]: row for row in evaluation(LABELS, scores, runs, info, "score")["methods"]}
+    control = rows["control_uniform"]
+    assert control["kind"] == "control" and control["source"] == "uniform" and control["gammas"] == [3.0, 4.0]
+    assert control["label"] == "Control: uniform smoothing of matched entropy (N=2, score fusion)"
+    assert control["member_accuracies"] == pytest.approx([400 / 6.0, 400 / 6.0])
+    assert sorted(rows["ensemble_score"]["mcnemar_p"]) == ["best_single", "control_uniform"]
+
+
+def test_over_repeats_gives_each_method_its_accuracies_and_the_paired_test():
+    first, scores = make_evaluation()
+    # Repeat 1: the hard-label members all right on images 0-4 only (5 of 6), the rest as in repeat 0.
+    again = dict(scores, **{d: scores_for([0, 0, 1, 1, 2, 0]) for d in ("h0", "h1", "h2")})
+    runs = {"ensemble": ["e0", "e1"], "fixed": {1.4: ["f0", "f1"]}, "baseline": ["h0", "h1", "h2"], "controls": {}}
+    info = {d: {"name": d, "run": d, "gamma": 1.0, "seed": 0, "init": "scratch", "iterations": 5} for d in scores}
+    results = over_repeats([evaluation(LABELS, scores, runs, info, "score"), evaluation(LABELS, again, runs, info, "score")])
+    rows = {row["id"]: row for row in results["methods"]}
+    assert rows["baseline"]["repeats"] == pytest.approx([400 / 6.0, 500 / 6.0])
+    assert rows["baseline"]["mean"] == pytest.approx(75.0) and rows["baseline"]["sd"] == pytest.approx(100 / 6.0 / np.sqrt(2))
+    assert rows["ensemble_score"]["repeats"] == pytest.approx([500 / 6.0] * 2) and rows["ensemble_score"]["sd"] == 0
+    comparison = results["repeats"]["comparisons"]["baseline"]
+    assert results["repeats"]["count"] == 2 and results["repeats"]["method"] == "ensemble_score"
+    assert comparison["differences"] == pytest.approx([100 / 6.0, 0.0])
+    # Two differences: t = mean / (sd / sqrt 2) = 1, one degree of freedom: p = 2 (1/2 - atan(1) / pi) = 0.5.
+    assert comparison["t"] == pytest.approx(1.0) and comparison["p"] == pytest.approx(0.5)
+    single = over_repeats([first])
+    assert single["repeats"]["count"] == 1 and single["repeats"]["comparisons"]["baseline"]["p"] is None
+    assert single["methods"][0]["repeats"] == [single["methods"][0]["accuracy"]] and single["methods"][0]["sd"] is None

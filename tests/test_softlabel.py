@@ -103,3 +103,39 @@ def test_near_ties_name_the_rows_whose_two_largest_entries_are_within_the_margin
     assert [(j, a, b) for j, a, b, _, _ in ties] == [(1, 1, 0), (6, 5, 6)]
     assert ties[0][3:] == pytest.approx((0.313, 0.291))
     assert softlabel.near_ties(D, margin=0.01) == [(6, 5, 6, 0.25, 0.25)]
+
+
+def test_smoothing_and_its_row_entropy_by_hand():
+    S = softlabel.smoothing(0.3)
+    assert S[2, 2] == pytest.approx(0.7) and S[2, 0] == pytest.approx(0.05)
+    np.testing.assert_allclose(S.sum(axis=1), 1.0)
+    # -0.7 ln 0.7 - 6 x 0.05 ln 0.05 = 0.249672 + 0.898720
+    np.testing.assert_allclose(softlabel.row_entropy(S), 1.148392, atol=1e-6)
+    assert softlabel.row_entropy(np.eye(7)).tolist() == [0.0] * 7
+
+
+def test_matched_smoothing_has_the_mean_row_entropy_of_the_perturbed_D():
+    # gamma 1 leaves D as it is: a smoothing matrix is matched by its own epsilon.
+    assert softlabel.matched_smoothing(softlabel.smoothing(0.3), 1.0) == pytest.approx(0.3, abs=1e-12)
+    # Rows of two strengths: the epsilon whose entropy is their mean (0.5 (H(0.1) + H(0.5))).
+    D = np.vstack([softlabel.smoothing(0.1)[:4], softlabel.smoothing(0.5)[4:]])
+    target = (4 * softlabel.row_entropy(softlabel.smoothing(0.1))[0] + 3 * softlabel.row_entropy(softlabel.smoothing(0.5))[0]) / 7
+    epsilon = softlabel.matched_smoothing(D, 1.0)
+    assert 0.1 < epsilon < 0.5
+    assert softlabel.row_entropy(softlabel.smoothing(epsilon))[0] == pytest.approx(target, abs=1e-12)
+    # Sharper D (larger gamma), weaker smoothing; a uniform D needs the uniform smoothing.
+    table1 = softlabel.load_matrix(TABLE1)
+    assert softlabel.matched_smoothing(table1, 2.2) < softlabel.matched_smoothing(table1, 1.0) < softlabel.matched_smoothing(table1, 0.6)
+    assert softlabel.matched_smoothing(np.full((7, 7), 1 / 7.0), 1.4) == pytest.approx(6 / 7.0)
+
+
+def test_source_rows():
+    D = softlabel.load_matrix(TABLE1)
+    np.testing.assert_allclose(softlabel.source_rows("constructed", 1.4, D), softlabel.perturb(D, 1.4))
+    uniform = softlabel.source_rows("uniform", 1.4, D)
+    assert softlabel.row_entropy(uniform).mean() == pytest.approx(softlabel.row_entropy(softlabel.perturb(D, 1.4)).mean())
+    assert (uniform.argmax(axis=1) == np.arange(7)).all()
+    truth = softlabel.smoothing(0.4)
+    np.testing.assert_allclose(softlabel.source_rows("oracle", 2.0, D, truth), softlabel.perturb(truth, 2.0))
+    with pytest.raises(InputError, match="synthetic data only"):
+        softlabel.source_rows("oracle", 2.0, D)

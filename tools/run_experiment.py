@@ -71,11 +71,13 @@ def main(argv=None):
     device.add_argument("--gpu", type=int, help="train and evaluate on this GPU (default: CPU)")
     device.add_argument("--gpus", type=parse_gpus, help="comma-separated GPU ids, handed to runs in turn")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument("--repeats", type=int, metavar="K",
+                        help="train the base classifiers K times with disjoint seeds (sets ensemble.repeats)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set solver.max_iter=100 (repeatable)")
     add_slurm_options(parser)
     args = parser.parse_args(argv)
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.set + ([] if args.repeats is None else ["ensemble.repeats=%d" % args.repeats]))
     gpus = [args.gpu] if args.gpu is not None else args.gpus
     out = args.out or os.path.join("runs", config["name"])
     experiment = Experiment(config, out, data=args.data, weights=args.weights, executor=executor(args, config, out, gpus))

@@ -16,7 +16,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # Python packages the project uses, as Debian packages built for the system numpy that pycaffe
 # links against (PyPI's wheels would pull numpy 2).
 APT_PY_DEPS="python3-venv python3-pip python3-numpy python3-protobuf python3-opencv python3-lmdb
-  python3-jinja2 python3-yaml python3-tqdm python3-matplotlib python3-pytest python3-skimage
+  python3-jinja2 python3-yaml python3-tqdm python3-matplotlib python3-pytest python3-skimage python3-scipy
   opencv-data"   # opencv-data: the Haar face cascade tools/predict.py crops faces with
 
 # A throwaway single-node SLURM that the tests start (tests/slurm_cluster.py); no service is started.
