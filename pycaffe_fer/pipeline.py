@@ -354,6 +354,15 @@ class Experiment:
                              "iterations": int(run["settings"]["solver"]["max_iter"])}
         return info
 
+    def curves(self, run_dirs):
+        """The training curves of these runs (each once), from their metrics.csv, for the report."""
+        curves = []
+        for run_dir in collections.OrderedDict.fromkeys(run_dirs):
+            run = training.read_run(run_dir)
+            curves.append(dict(training.read_metrics(run_dir), run=os.path.relpath(run_dir, self.out),
+                               head=run["spec"]["head"]))
+        return curves
+
     def evaluate(self, repeats, lmdbs, constructor_dir):
         """Scores of every trained net of every repeat, the constructor's too, on the test LMDB in one
         pass; the report's numbers (pycaffe_fer.results): repeat 0's, with each method's accuracy over
@@ -406,8 +415,11 @@ class Experiment:
         if constructor_dir is not None:
             results["constructor"] = {"val_accuracy": softlabel_info["val_accuracy"],
                                       "test_accuracy": results.pop("constructor_test_accuracy")}
+        results["curves"] = self.curves(([constructor_dir] if constructor_dir else []) + repeats[0]["baseline"] +
+                                        repeats[0]["ensemble"])
         if not self.data:
             results["true_softlabels"] = self.true_softlabels().tolist()
+            results["label_noise_entropy"] = synth.label_noise_entropy(self.source(), self.config["ensemble"]["train"])
         self.stage("report")
         path = report.write_report(self.out, results, self.config.get("paper", "fer2013"))
         self.log("report: %s" % path)

@@ -91,6 +91,29 @@ def plot_gamma(gammas, accuracies, selected, path, title, paper_range=None, pape
     _save(figure, path)
 
 
+def plot_curves(curves, noise_entropy, path):
+    """Training loss against iteration: hard-label runs (cross-entropy, with the labels' noise
+    entropy where known) and soft-label runs (KL divergence) side by side; validation accuracy below."""
+    figure, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex="col", gridspec_kw={"height_ratios": [3, 2]})
+    for column, (head, title) in enumerate((("hard", "hard labels: cross-entropy"), ("soft", "soft labels: KL divergence"))):
+        loss, accuracy = axes[0, column], axes[1, column]
+        for curve in (c for c in curves if c["head"] == head):
+            line, = loss.plot(curve["progress"]["iteration"], curve["progress"]["loss"], ".-", label=curve["run"])
+            accuracy.plot(curve["validation"]["iteration"], [100 * a for a in curve["validation"]["val_accuracy"]],
+                          "o-", color=line.get_color())
+        if head == "hard" and noise_entropy is not None:
+            loss.axhline(noise_entropy, color="black", linestyle="--",
+                         label="the labels' noise entropy (%.3f)" % noise_entropy)
+        loss.set_title(title, fontsize=11)
+        loss.set_ylabel("training loss (nats)")
+        loss.grid(alpha=0.3)
+        loss.legend(fontsize=7)
+        accuracy.set_xlabel("iteration")
+        accuracy.set_ylabel("validation accuracy (%)")
+        accuracy.grid(alpha=0.3)
+    _save(figure, path)
+
+
 def plot_reliability(curves, path):
     """Reliability diagram: accuracy against confidence per bin, one line per method (curves:
     [(label, {count, confidence, accuracy})]), and how many test images fall in each bin."""
@@ -337,6 +360,26 @@ def investigation(ctx):
                 inv["rule"], ", ".join("%.1f" % g for g in inv["selected"]),
                 ", ".join("%.1f" % g for g in paper["selected_gammas"]), ctx.paper_key.upper()), "",
             "![gamma investigation](gamma.png)", ""]
+
+
+def training_curves(ctx):
+    results = ctx.results
+    curves = results.get("curves")
+    if not curves:
+        return []
+    noise = results.get("label_noise_entropy")
+    plot_curves(curves, noise, os.path.join(ctx.run_root, "curves.png"))
+    out = ["## Training curves", "",
+           "Training loss (mean over each display interval) and validation accuracy at the end of each segment, "
+           "from each run's metrics.csv: the constructor and the hard-label baseline (cross-entropy) and the "
+           "perturbed ensemble's nets (KL divergence to their soft labels)."]
+    if noise is not None:
+        hard = [c for c in curves if c["head"] == "hard" and c["progress"]["loss"]]
+        fitted = [c["run"] for c in hard if c["progress"]["loss"][-1] < noise]
+        out[-1] += (" The dashed line is the labels' noise entropy (%.3f nats, the mean entropy of the training "
+                    "faces' true mixtures): a hard-label loss below it means the net memorises its noisy labels (%s)."
+                    % (noise, "here: " + ", ".join(fitted) if fitted else "none does here"))
+    return out + ["", "![training curves](curves.png)", ""]
 
 
 def accuracy_table(ctx):
@@ -603,7 +646,7 @@ def misclassified_faces(ctx):
             "![false predictions](misclassified.png)", ""]
 
 
-SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, accuracy_table, what_helps,
+SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, training_curves, accuracy_table, what_helps,
             repeats, per_class, significance, calibration, mixtures, diversity, confusion, misclassified_faces)
 
 

@@ -283,6 +283,15 @@ def true_soft_labels_of(source, split):
     return true_soft_labels(mixtures, labels)
 
 
+def label_noise_entropy(source, split):
+    """The mean entropy (nats) of the true mixtures of a split's faces: what a net that knew each
+    face's mixture would still lose on labels drawn from it, so a hard-label training loss below it
+    means the net memorises its noisy labels."""
+    _, _, mixtures = read_mixtures(fer2013_mixtures_path(source), split)
+    mixtures = np.asarray(mixtures, dtype=np.float64)
+    return float(-np.where(mixtures > 0, mixtures * np.log(np.where(mixtures > 0, mixtures, 1.0)), 0.0).sum(axis=1).mean())
+
+
 def mixtures_of_lmdb(source, split, lmdb_path):
     """The true mixture of every record of an LMDB built from a split of the synthetic fer2013.csv
     ``source``, in the LMDB's (shuffled) record order: N x 7."""

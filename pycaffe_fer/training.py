@@ -7,12 +7,14 @@ A run directory holds
     train_val.prototxt    solver.prototxt    deploy.prototxt
     snapshots/            <name>_iter_<N>.caffemodel / .solverstate, and <N>.done once both are whole
     train.log             the progress lines (iteration, loss, lr, speed, ETA, validation accuracy)
+    metrics.csv           the same as numbers: iteration, loss, lr, images_per_s, val_accuracy (read_metrics)
 
 Training goes in segments of ``solver.snapshot`` iterations, each with a fresh solver restored from
 the previous segment's snapshot, its data layers moved to where the previous segment stopped and
 Caffe's random generator seeded from (seed, first iteration). An interrupted run resumes at its last
 whole snapshot and, on the CPU with a fixed seed, ends with exactly the weights of an uninterrupted run.
 """
+import csv
 import hashlib
 import json
 import math
@@ -33,6 +35,8 @@ from .weights import copy_weights, describe
 
 RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
+METRICS_FILE = "metrics.csv"
+METRICS_COLUMNS = ("iteration", "loss", "lr", "images_per_s", "val_accuracy")
 
 
 class TrainingError(TaskFailed):
@@ -220,6 +224,50 @@ class RunLog:
         self.file.close()
 
 
+class RunMetrics:
+    """A run's metrics.csv: a row (iteration, loss, lr, images/s) each time progress is displayed and
+    one (iteration, validation accuracy) where a segment ends, written as they come."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, METRICS_FILE)
+
+    def keep_to(self, iteration):
+        """Drop the rows past `iteration`: a resumed run redoes them from its snapshot there."""
+        if not os.path.exists(self.path):
+            with open(self.path, "w") as handle:
+                csv.writer(handle).writerow(METRICS_COLUMNS)
+            return
+        rows = read_metrics_rows(self.path)
+        if all(int(row["iteration"]) <= iteration for row in rows):
+            return
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(METRICS_COLUMNS)
+                writer.writerows([row[c] for c in METRICS_COLUMNS] for row in rows if int(row["iteration"]) <= iteration)
+
+    def add(self, iteration, **values):
+        with open(self.path, "a") as handle:
+            csv.writer(handle).writerow([iteration] + ["%.6g" % values[c] if c in values else ""
+                                                        for c in METRICS_COLUMNS[1:]])
+
+
+def read_metrics_rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_metrics(run_dir):
+    """A run's metrics.csv as {column: [values]} per kind of row: "progress" (iteration, loss, lr,
+    images_per_s) and "validation" (iteration, val_accuracy); empty lists where it has none."""
+    rows = read_metrics_rows(os.path.join(run_dir, METRICS_FILE)) if os.path.exists(
+        os.path.join(run_dir, METRICS_FILE)) else []
+    progress = [row for row in rows if row["loss"]]
+    validation = [row for row in rows if row["val_accuracy"]]
+    return {"progress": {c: [float(row[c]) for row in progress] for c in METRICS_COLUMNS[:4]},
+            "validation": {c: [float(row[c]) for row in validation] for c in ("iteration", "val_accuracy")}}
+
+
 def _start_segment(run_dir, spec, start, snapshots, say, resuming):
     """A fresh solver at iteration `start`: restored from its snapshot, or initialised from the spec's
     weights at 0; seeded, and its data layers where an uninterrupted run would have them."""
@@ -236,8 +284,9 @@ def _start_segment(run_dir, spec, start, snapshots, say, resuming):
     return solver
 
 
-def _step_to(solver, end, max_iter, display, say):
-    """Step the solver to iteration `end`, printing progress every `display` iterations."""
+def _step_to(solver, end, max_iter, display, say, metrics, batch_size):
+    """Step the solver to iteration `end`, printing progress every `display` iterations (and into
+    metrics.csv)."""
     start, began, losses = solver.iter, time.time(), []
     while solver.iter < end:
         solver.step(1)
@@ -251,13 +300,16 @@ def _step_to(solver, end, max_iter, display, say):
             say("iter %d/%d  loss %.4f  lr %g  %.2f it/s  ETA %s" % (
                 solver.iter, max_iter, np.mean(losses[-display:]), solver.lr, speed,
                 _format_eta((max_iter - solver.iter) / speed)))
+            metrics.add(solver.iter, loss=float(np.mean(losses[-display:])), lr=solver.lr, images_per_s=speed * batch_size)
 
 
-def _finish_segment(run_dir, name, solver, test_iter, say):
+def _finish_segment(run_dir, name, solver, test_iter, say, metrics):
     """Snapshot (step() snapshots only at multiples of `snapshot`), validate, and mark the snapshot whole."""
     if not os.path.exists(_snapshot_prefix(run_dir, name, solver.iter) + ".solverstate"):
         solver.snapshot()
-    say("iter %d  validation accuracy %.4f" % (solver.iter, _validation_accuracy(run_dir, solver, test_iter)))
+    accuracy = _validation_accuracy(run_dir, solver, test_iter)
+    say("iter %d  validation accuracy %.4f" % (solver.iter, accuracy))
+    metrics.add(solver.iter, val_accuracy=accuracy)
     open(os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % solver.iter), "w").close()
 
 
@@ -273,6 +325,7 @@ def train(run_dir, gpu=None, log=None):
     batch_size = int(run["settings"]["net"]["batch_size"])
     records = lmdb_count(spec["train_lmdb"])
     say = RunLog(run_dir, spec["name"], log)
+    metrics = RunMetrics(run_dir)
     use_device(gpu)
     resuming = True
     try:
@@ -282,9 +335,10 @@ def train(run_dir, gpu=None, log=None):
             if start >= max_iter:
                 break
             solver = _start_segment(run_dir, spec, start, snapshots, say, resuming)
+            metrics.keep_to(start)
             _skip_batches(solver.net, start, batch_size, records)
-            _step_to(solver, min(start + segment, max_iter), max_iter, display, say)
-            _finish_segment(run_dir, spec["name"], solver, run["test_iter"], say)
+            _step_to(solver, min(start + segment, max_iter), max_iter, display, say, metrics, batch_size)
+            _finish_segment(run_dir, spec["name"], solver, run["test_iter"], say, metrics)
             del solver
             resuming = False
     except TrainingError as error:

@@ -92,7 +92,7 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert len(summary) == 5 and summary[0].startswith("- **Best method: ")
     assert "The paper's condition j = argmax_k d_jk on D: " in summary[4]
     for png in ("softlabels.png", "gamma.png", "confusion.png", "confusion_paper.png", "reliability.png",
-                "mixtures.png", "softlabel_faces.png", "misclassified.png", "sources.png"):
+                "mixtures.png", "softlabel_faces.png", "misclassified.png", "sources.png", "curves.png"):
         with open(os.path.join(out, png), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     results = json.load(open(os.path.join(out, "results.json")))
@@ -139,6 +139,15 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert baseline_run["settings"]["solver"]["max_iter"] == 10
     assert "| Hard labels (N=2, score fusion) |" in report and "## Per-class accuracy" in report
     assert "## What helps? Soft-label sources on equal terms" in report and "## Over " not in report
+    assert "![training curves](curves.png)" in report and "noise entropy" in report
+    # The constructor's curve as metrics.csv has it: a row every 10 iterations, validation at 10 and 20.
+    curves = {curve["run"]: curve for curve in results["curves"]}
+    assert curves["constructor/hard"]["head"] == "hard" and curves["ensemble/g1.4"]["head"] == "soft"
+    assert curves["constructor/hard"]["progress"]["iteration"] == [10, 20]
+    assert curves["constructor/hard"]["validation"]["iteration"] == [10, 20]
+    assert sorted(curves) == ["baseline/seed0", "baseline/seed1", "constructor/hard", "ensemble/g0.6", "ensemble/g1.4",
+                              "ensemble/g2.2"]
+    assert 0 < results["label_noise_entropy"] < np.log(7)
     assert rows["ensemble_score"]["repeats"] == [rows["ensemble_score"]["accuracy"]] and rows["baseline"]["sd"] is None
     assert results["ensemble"]["best_single"] in rows and results["ensemble"]["method"] == "ensemble_score"
     assert len(results["examples"]["soft"]) == 7
@@ -261,6 +270,11 @@ def test_killed_run_resumes_to_the_same_weights(experiment, tmp_path):
     assert training.read_run(killed)["status"] == "prepared", "killed before it finished"
     subprocess.run(command + [killed], check=True, env=env, stdout=subprocess.DEVNULL)
     assert "resumed from iteration" in open(os.path.join(killed, "train.log")).read()
+    # metrics.csv: the rows past the snapshot the run resumed from are redone once, not kept twice.
+    curves = [training.read_metrics(d) for d in (whole, killed)]
+    assert curves[0]["progress"]["iteration"] == list(range(10, 61, 10)) == curves[1]["progress"]["iteration"]
+    assert curves[0]["progress"]["loss"] == curves[1]["progress"]["loss"]
+    assert curves[0]["validation"] == curves[1]["validation"]
 
     caffe.set_mode_cpu()
     nets = [caffe.Net(os.path.join(d, "deploy.prototxt"), caffe.TEST, weights=training.final_model(d))
@@ -463,7 +477,7 @@ def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_p
     assert "## Calibration" in text and "## False predictions (Fig. 7)" in text
     assert sorted(os.listdir(str(tmp_path))) == sorted(
         ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
-         "confusion.png", "confusion_paper.png", "misclassified.png", "sources.png"])
+         "confusion.png", "confusion_paper.png", "misclassified.png", "sources.png", "curves.png"])
 
 
 @pytest.mark.parametrize("preset, counts", [
