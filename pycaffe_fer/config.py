@@ -15,6 +15,7 @@ from .classes import NUM_CLASSES
 from .datasets import FORMATS, SPLITS
 from .ensemble import FUSIONS
 from .softlabel import SOURCES
+from .atomic import atomic_path
 from .errors import InputError
 from .synth import LAYOUTS
 
@@ -218,6 +219,50 @@ def baseline_size(ensemble):
     """How many hard-label nets ``ensemble.baseline`` asks for: 0, 1 or N."""
     baseline = ensemble["baseline"]
     return baseline["n"] if isinstance(baseline, dict) else int(baseline)
+
+
+# experiment folder/config.yaml: the resolved config an experiment was run with, and its command line.
+EXPERIMENT_CONFIG = "config.yaml"
+# Keys whose change leaves every result as it is: where the tasks run, and how many repeats there
+# are (more repeats add repeats; repeat 0 and the others stay).
+RESULT_NEUTRAL = ("slurm", "ensemble.repeats")
+
+
+def flatten(config, prefix=""):
+    """{dotted key: value} of a nested config, in sorted key order."""
+    flat = {}
+    for key in sorted(config):
+        name = prefix + key
+        if isinstance(config[key], dict) and config[key]:
+            flat.update(flatten(config[key], name + "."))
+        else:
+            flat[name] = config[key]
+    return flat
+
+
+def record_experiment_config(out, config, command, force=False, log=print):
+    """Write out/config.yaml (config and command line), after comparing it with the one an earlier
+    run of this experiment wrote: a difference that changes results is refused, naming the first such
+    key, unless `force`; a neutral one (RESULT_NEUTRAL) is noted."""
+    path = os.path.join(out, EXPERIMENT_CONFIG)
+    if os.path.exists(path):
+        with open(path) as handle:
+            earlier = flatten(parse_yaml(handle)["config"])
+        ours = flatten(config)
+        differing = [key for key in sorted(set(earlier) | set(ours)) if earlier.get(key, "(absent)") != ours.get(key, "(absent)")]
+        neutral = [key for key in differing if any(key == n or key.startswith(n + ".") for n in RESULT_NEUTRAL)]
+        changed = [key for key in differing if key not in neutral]
+        if changed and not force:
+            key = changed[0]
+            raise InputError("%s: this experiment was run with %s: %r, not %r%s: use another --out, or --force-config "
+                             "to go on with the new config" % (path, key, earlier.get(key, "(absent)"), ours.get(key, "(absent)"),
+                                                                " (and %d more keys)" % (len(changed) - 1) if len(changed) > 1 else ""))
+        for key in neutral + (changed if force else []):
+            log("config %s: %r (was %r in %s)" % (key, ours.get(key, "(absent)"), earlier.get(key, "(absent)"), path))
+    os.makedirs(out, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            yaml.safe_dump({"command": list(command), "config": config}, handle, default_flow_style=False, sort_keys=True)
 
 
 def _paper_keys():

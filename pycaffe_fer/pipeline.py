@@ -24,7 +24,7 @@ from . import ensemble as ensemble_eq
 from . import report, scoring, softlabel, splits, synth, training
 from . import results as results_format
 from .classes import CLASSES, NUM_CLASSES
-from .config import baseline_size, validate
+from .config import baseline_size, record_experiment_config, validate
 from .datasets import CSV_FORMATS
 from .errors import InputError
 from .executor import LocalExecutor
@@ -83,13 +83,15 @@ class Experiment:
     """One experiment directory: its config, data source, initial weights, and the executor its
     stages hand their tasks to (default: this machine, `jobs` runs at once, on `gpus` or the CPU)."""
 
-    def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print, executor=None):
+    def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print, executor=None,
+                 command=("pycaffe_fer.pipeline.Experiment",), force_config=False):
         self.config = validate(config)          # a config built in code is checked as a loaded one is
         self.out = os.path.abspath(out_dir)
         self.data = data
         self.weights = os.path.abspath(weights) if weights else None
         self.executor = executor or LocalExecutor(jobs=jobs, gpus=gpus, log=log)
         self.log = log
+        self.command, self.force_config = list(command), force_config
         self.batch_size = int(config["net"]["batch_size"])
         # run identity -> run directory: a run asked for twice (the constructor as member 0 of the
         # hard-label ensemble, a fixed-gamma member equal to a perturbed one) is trained once.
@@ -397,7 +399,7 @@ class Experiment:
                              "names a real dataset (%s): remove it from the controls" % self.data)
         if self.config["constructor"].get("softlabels"):     # a bad D file fails now, not after the data
             softlabel.load_matrix(self.config["constructor"]["softlabels"], NUM_CLASSES)
-        os.makedirs(self.out, exist_ok=True)
+        record_experiment_config(self.out, self.config, self.command, self.force_config, self.log)
         lmdbs = self.prepare_data()
         D, softlabel_info, constructor_dir = self.softlabels(lmdbs)
         init = self.weights if self.config["ensemble"].get("init") == "weights" else None

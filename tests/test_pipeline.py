@@ -246,7 +246,27 @@ def test_second_call_skips_every_finished_run(experiment):
 def test_a_run_dir_with_other_settings_is_refused(experiment):
     out, _, _ = experiment
     with pytest.raises(InputError, match="holds a run made with other settings"):
-        Experiment(tiny_config("solver.base_lr=0.002"), out, log=lambda line: None).run()
+        Experiment(tiny_config("solver.base_lr=0.002"), out, log=lambda line: None, force_config=True).run()
+    # --force-config recorded the new config before a run refused it: put the fixture's back.
+    from pycaffe_fer.config import record_experiment_config
+    record_experiment_config(out, tiny_config(), ["pycaffe_fer.pipeline.Experiment"], force=True, log=lambda line: None)
+
+
+def test_the_experiment_records_its_config_and_refuses_another(experiment):
+    out, _, _ = experiment
+    from pycaffe_fer.config import parse_yaml
+    recorded = parse_yaml(open(os.path.join(out, "config.yaml")))
+    assert recorded["config"] == tiny_config() and recorded["command"] == ["pycaffe_fer.pipeline.Experiment"]
+    with pytest.raises(InputError, match=r"config.yaml: this experiment was run with solver.base_lr: 0.02, not 0.03: "
+                                         r"use another --out, or --force-config"):
+        Experiment(tiny_config("solver.base_lr=0.03"), out, log=lambda line: None).run()
+    assert parse_yaml(open(os.path.join(out, "config.yaml")))["config"] == tiny_config(), "left as it was"
+    # Where the tasks run changes no result: accepted, and noted.
+    lines = []
+    Experiment(tiny_config("slurm={partition: gpu}"), out, log=lines.append).run()
+    assert "config slurm.partition: 'gpu' (was None in %s)" % os.path.join(out, "config.yaml") in lines
+    assert not any("iter " in line for line in lines)
+    Experiment(tiny_config(), out, log=lambda line: None).run()              # back as the fixture made it
 
 
 def test_killed_run_resumes_to_the_same_weights(experiment, tmp_path):

@@ -75,12 +75,16 @@ def main(argv=None):
                         help="train the base classifiers K times with disjoint seeds (sets ensemble.repeats)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set solver.max_iter=100 (repeatable)")
+    parser.add_argument("--force-config", action="store_true",
+                        help="go on in an experiment folder whose config.yaml differs in a key that changes results")
     add_slurm_options(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set + ([] if args.repeats is None else ["ensemble.repeats=%d" % args.repeats]))
     gpus = [args.gpu] if args.gpu is not None else args.gpus
     out = args.out or os.path.join("runs", config["name"])
-    experiment = Experiment(config, out, data=args.data, weights=args.weights, executor=executor(args, config, out, gpus))
+    experiment = Experiment(config, out, data=args.data, weights=args.weights, executor=executor(args, config, out, gpus),
+                            command=[os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv),
+                            force_config=args.force_config)
     try:
         experiment.run()
     except slurm.DryRun as stop:
