@@ -36,7 +36,23 @@ def load_ensemble(run_root):
 
 
 def average_scores(score_list):
-    """Eq. 7: (1/N) sum_t s_gamma_t, the mean of N arrays of M x C pre-softmax scores."""
+    """The diverse ensemble's fusion (section 3.4, eq. 7): (1/N) sum_t s_gamma_t.
+
+    Parameters
+    ----------
+    score_list : sequence of array_like, each M x C
+        The N base classifiers' pre-softmax fc scores on the same M images.
+
+    Returns
+    -------
+    ndarray, M x C
+        Their mean; eq. 7's prediction is its argmax over the C classes (``predict``).
+
+    Raises
+    ------
+    InputError
+        With no scores, or scores of different shapes.
+    """
     arrays = [np.asarray(scores, dtype=np.float64) for scores in score_list]
     if not arrays:
         raise InputError("average_scores: no classifier scores given")

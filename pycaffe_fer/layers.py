@@ -22,15 +22,24 @@ _PARAM_KEYS = ("form", "tolerance")
 
 
 class SoftLabelKLLossLayer(caffe.Layer):
-    """(1/N) sum_i KL(d_i || softmax(s_i)); gradient (softmax(s) - d) / N scaled by the loss weight.
+    """The base classifiers' loss (section 3.3, eqs. 5-6): (1/N) sum_i KL(d_i || softmax(s_i)).
 
-    bottom[0]: scores s, N x C (or N x C x 1 x 1), the classifier's pre-softmax output.
-    bottom[1]: soft targets d, same shape; each row non-negative and summing to 1.
-    top[0]:    the loss, a scalar. With param_str {"form": "cross_entropy"} it is
-               -(1/N) sum_i sum_k d_ik log p_ik instead (eq. 5 as printed); the gradient is the same.
+    Parameters
+    ----------
+    bottom[0] : blob, N x C (or N x C x 1 x 1)
+        Scores s, the classifier's pre-softmax output; eq. 6's softmax turns them into p_i.
+    bottom[1] : blob, same shape
+        Soft targets d (eq. 4's perturbed soft labels); each row non-negative and summing to 1.
+    param_str : JSON object, optional
+        ``form``: ``kl`` (default) or ``cross_entropy``, -(1/N) sum_i sum_k d_ik log p_ik (eq. 5 as
+        printed; the gradient is the same); ``tolerance``: how far a target row's sum may be from 1.
 
-    The gradient reaching the soft targets (which Caffe asks for only under force_backward) is
-    zero: the targets are data, like SoftmaxWithLoss's labels, not something to learn.
+    Returns
+    -------
+    top[0] : blob, scalar
+        The loss. Backward gives the scores (softmax(s) - d) / N, scaled by the loss weight, and the
+        soft targets (which Caffe asks for only under force_backward) zero: the targets are data, like
+        SoftmaxWithLoss's labels, not something to learn.
     """
 
     def setup(self, bottom, top):

@@ -18,11 +18,29 @@ ROW_SUM_TOLERANCE = 1e-3
 
 
 def construct(probs, labels, num_classes=7):
-    """Fuse a trained model's validation predictions into soft labels (eqs. 2-3).
+    """The soft-label constructor's fusion (section 3.2, eqs. 2-3).
 
-    probs: N x C softmax vectors q_i (eq. 1); labels: N true labels. Row j of the result is the
-    mean of q_i over the validation images of class j (eq. 2), L1-normalised (eq. 3).
-    A class with no validation image has no soft label: that is an error.
+    Row j of D is the mean of the trained hard-label model's softmax vectors q_i (eq. 1) over the
+    validation images of class j (eq. 2), L1-normalised (eq. 3).
+
+    Parameters
+    ----------
+    probs : array_like, N x C
+        Softmax outputs q_i of the constructor's model on the validation set.
+    labels : array_like, N
+        The validation images' true labels in 0..C-1; every class needs at least one image.
+    num_classes : int
+        C.
+
+    Returns
+    -------
+    D : ndarray, C x C
+        The soft-label matrix, row j the soft label of class j (Table 1's layout).
+
+    Raises
+    ------
+    InputError
+        When the shapes disagree, a label is out of range or a class has no validation image.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64).ravel()
@@ -42,10 +60,20 @@ def construct(probs, labels, num_classes=7):
 
 
 def perturb(D, gamma):
-    """Eq. 4: d_j := (d_j)^gamma / Z, element-wise power of each row, renormalised to sum 1.
+    """The label-level perturbation (section 3.3, eq. 4): d_j := (d_j)^gamma / Z.
 
-    gamma < 1 smooths the soft labels, gamma > 1 sharpens them, gamma = 1 leaves them as they
-    are; the order of the entries within a row never changes.
+    Parameters
+    ----------
+    D : array_like, C x C
+        Soft labels, rows non-negative and summing to 1.
+    gamma : float
+        The perturbation factor, > 0: below 1 smooths the rows, above 1 sharpens them, 1 keeps them.
+        The order of the entries within a row never changes.
+
+    Returns
+    -------
+    ndarray, C x C
+        Each row raised element-wise to gamma and renormalised to sum 1.
     """
     gamma = float(gamma)
     if not gamma > 0:
