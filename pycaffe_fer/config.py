@@ -12,12 +12,11 @@ import re
 import yaml
 
 from .classes import NUM_CLASSES
-from .datasets import FORMATS, SPLITS
+from .datasets import FORMATS, LAYOUTS, SPLITS
 from .ensemble import FUSIONS
 from .softlabel import SOURCES
 from .atomic import atomic_path
 from .errors import InputError
-from .synth import LAYOUTS
 
 class ConfigLoader(yaml.SafeLoader):
     """YAML as PyYAML reads it, except that 1e-3 and 5E4 are numbers (YAML 1.1, PyYAML's version,

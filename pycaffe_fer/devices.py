@@ -36,3 +36,14 @@ def require_gpus(gpus):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         reason = lines[0] if lines else "caffe device_query exited with status %d" % result.returncode
         raise InputError("--gpu %s: %s" % (ids, reason.replace("caffe: -gpu %s: " % ids, "")))
+
+
+def use_device(gpu=None):
+    """Caffe computes on the CPU (gpu None) or on the GPU with this id (of those visible)."""
+    import caffe
+
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_mode_gpu()
+        caffe.set_device(int(gpu))

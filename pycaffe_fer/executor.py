@@ -10,8 +10,7 @@ import subprocess
 import sys
 import threading
 
-from .tasks import module_of, task_done
-from .training import TrainingError
+from .tasks import TaskFailed, module_of, task_done
 
 
 def skip_done(tasks, log):
@@ -69,4 +68,4 @@ class LocalExecutor:
             results = list(pool.map(run_in_process, tasks))
         failed = [task.directory for task, ok in zip(tasks, results) if not ok]
         if failed:
-            raise TrainingError("training failed in %s (see train.log there)" % ", ".join(failed))
+            raise TaskFailed("training failed in %s (see train.log there)" % ", ".join(failed))

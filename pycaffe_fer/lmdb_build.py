@@ -22,9 +22,10 @@ from tqdm import tqdm
 from .classes import CLASSES, NUM_CLASSES
 from .datasets.base import file_md5
 from .errors import InputError
-from .lmdb_io import LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, vector_datum
+from .lmdb_io import (LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, soft_lmdb_path, vector_datum,
+                      vector_lmdb_path)
 from .resize import fit
-from .softlabel import gamma_tag, load_matrix, perturb, validate_matrix
+from .softlabel import load_matrix, perturb, validate_matrix
 
 # Records per task sent to a worker; records per window of tasks in flight (two windows at most),
 # and the shared memory one window of serialized records may fill (Docker's /dev/shm is 64 MB).
@@ -33,17 +34,6 @@ WINDOW = 512
 WINDOW_BYTES = 16 << 20
 # How many skipped-record messages a manifest keeps (the count is always complete).
 SKIPPED_EXAMPLES = 20
-
-
-def soft_lmdb_path(out, gamma, source="constructed"):
-    """Where the soft-label LMDB of perturbation factor ``gamma`` goes: ``<out>_soft_g<gamma>`` for
-    the constructor's D, ``<out>_soft_<source>_g<gamma>`` for another source (softlabel.SOURCES)."""
-    return "%s_soft_%sg%s" % (out, "" if source == "constructed" else source + "_", gamma_tag(gamma))
-
-
-def vector_lmdb_path(out):
-    """Where per-image soft labels (FER+ votes) go: ``<out>_soft``."""
-    return out + "_soft"
 
 
 class RecordSlots:

@@ -28,8 +28,8 @@ from .config import baseline_size, record_experiment_config, validate
 from .datasets import CSV_FORMATS
 from .errors import InputError
 from .executor import LocalExecutor
-from .lmdb_build import soft_lmdb_path, write_soft_lmdb
-from .lmdb_io import read_manifest
+from .lmdb_build import write_soft_lmdb
+from .lmdb_io import read_manifest, soft_lmdb_path
 from .softlabel import gamma_tag
 from .tasks import Task
 
@@ -360,9 +360,11 @@ class Experiment:
         """The training curves of these runs (each once), from their metrics.csv, for the report."""
         curves = []
         for run_dir in collections.OrderedDict.fromkeys(run_dirs):
-            run = training.read_run(run_dir)
-            curves.append(dict(training.read_metrics(run_dir), run=os.path.relpath(run_dir, self.out),
-                               head=run["spec"]["head"]))
+            metrics = training.read_metrics(run_dir)
+            # Loss and accuracy only: images/s is the machine's, not the result's.
+            curves.append({"run": os.path.relpath(run_dir, self.out), "head": training.read_run(run_dir)["spec"]["head"],
+                           "progress": {key: metrics["progress"][key] for key in ("iteration", "loss")},
+                           "validation": metrics["validation"]})
         return curves
 
     def evaluate(self, repeats, lmdbs, constructor_dir):

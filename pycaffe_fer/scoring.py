@@ -16,23 +16,13 @@ import numpy as np
 
 from . import ensemble
 from .atomic import atomic_path
+from .devices import use_device
 from .errors import run_cli
 from .lmdb_io import image_batches
 from .tasks import task_main
 
 SCORING_FILE = "scoring.json"
 SCORES_FILE = "scores.npz"
-
-
-def use_device(gpu=None):
-    """Caffe computes on the CPU (gpu None) or on the GPU with this id (of those visible)."""
-    import caffe
-
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_mode_gpu()
-        caffe.set_device(int(gpu))
 
 
 def load_nets(members, gpu=None):

@@ -25,6 +25,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
+from .datasets import LAYOUTS
 from .datasets.fer2013 import USAGE_OF_SPLIT, row_key
 from .datasets.raf import RAF_TO_CANONICAL
 from .errors import InputError
@@ -63,7 +64,6 @@ DOMINANT_WEIGHT = (0.42, 0.9)   # range of the dominant class's weight (kept the
 INDIVIDUAL_SD = 0.08            # per-parameter variation between faces of one mixture
 CANVAS = 192                    # faces are drawn at this size, then area-resized
 
-LAYOUTS = ("fer2013", "ferplus", "raf", "sfew")
 # Stable numbers for seeding each (layout, split) stream.
 _STREAMS = {("fer2013", "train"): 1, ("fer2013", "val"): 2, ("fer2013", "test"): 3,
             ("raf", "train"): 4, ("raf", "test"): 5, ("sfew", "train"): 6, ("sfew", "val"): 7}

@@ -16,7 +16,7 @@ from jinja2 import meta
 
 from .atomic import atomic_path
 from .errors import InputError
-from .lmdb_build import soft_lmdb_path
+from .lmdb_io import soft_lmdb_path
 from .lmdb_io import lmdb_count, read_lmdb
 from .softlabel import gamma_tag
 

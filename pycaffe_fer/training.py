@@ -27,9 +27,8 @@ import numpy as np
 from . import templates
 from .atomic import atomic_path
 from .errors import InputError, run_cli
-from .lmdb_build import soft_lmdb_path
-from .lmdb_io import lmdb_count
-from .scoring import use_device
+from .devices import use_device
+from .lmdb_io import lmdb_count, soft_lmdb_path
 from .tasks import TaskFailed, task_main
 from .weights import copy_weights, describe
 

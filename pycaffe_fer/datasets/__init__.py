@@ -19,6 +19,8 @@ FORMATS = tuple(READERS)
 # Reader options beyond (source, split, bad), by format.
 OPTIONS = {"ferplus": ("pixels",), "raf": ("images",)}
 CSV_FORMATS = ("fer2013", "ferplus")
+# The formats whose exact files the synthetic set (synth.write_synthetic_set) is written in.
+LAYOUTS = ("fer2013", "ferplus", "raf", "sfew")
 FER2013_NAMES = ("fer2013.csv", "icml_face_data.csv", "train.csv", "test.csv")
 
 __all__ = ["FORMATS", "SPLITS", "Dataset", "Sample", "detect_format", "open_dataset", "stratified_split",

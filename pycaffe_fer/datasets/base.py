@@ -8,7 +8,6 @@ import collections
 import hashlib
 import os
 
-import cv2
 import numpy as np
 
 from ..errors import InputError
@@ -98,6 +97,8 @@ class ImageFile(collections.namedtuple("ImageFile", "path")):
         problem = truncation(data)
         if problem:
             raise InputError("%s: truncated image (%s)" % (self.path, problem))
+        import cv2   # here: config imports this package for its formats, and loads without OpenCV
+
         flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
         if image is None:

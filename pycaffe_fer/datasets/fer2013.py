@@ -8,7 +8,6 @@ import collections
 import csv
 import hashlib
 
-import cv2
 import numpy as np
 
 from ..classes import NUM_CLASSES
@@ -85,7 +84,7 @@ class CsvPixels(collections.namedtuple("CsvPixels", "path offset length column l
             raise InputError("%s: pixel %d is %d, not in 0..255" % (where, first, pixels[first]))
         image = pixels.astype(np.uint8).reshape(SIDE, SIDE)
         if not gray:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+            image = np.repeat(image[:, :, None], 3, axis=2)   # BGR of a gray image: 3 equal channels
         return image, hashlib.md5(raw).hexdigest()
 
 
