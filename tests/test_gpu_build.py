@@ -165,11 +165,12 @@ def test_gpu_check_forward_net_outputs_the_scores_of_four_faces(fer2013):
 
 def test_gpu_check_protocol_counts_the_papers_fer2013_runs(fer2013):
     protocol = gpu_check_nets.protocol(fer2013)
-    # constructor + 13 investigation gammas + 8 ensemble gammas; the baseline is the constructor
-    assert protocol["runs"] == 22
+    # every row of Table 2 (pipeline.planned_runs): constructor 1 + grid 13 + ensemble 8 + fixed-gamma
+    # 12 + hard-label 7 (identical runs counted once)
+    assert protocol["runs"] == 41
     assert protocol["iterations_per_run"] == 8000 and protocol["batch_size"] == 48
-    # 22 runs x 8 validations x 3589 + 14 val scorings + 9 test scorings
-    assert protocol["forward_images"] == 22 * 8 * 3589 + 14 * 3589 + 9 * 3589
+    # 41 runs x 8 validations x 3589 + 14 val scorings (constructor, grid) + 28 test scorings (all but the grid)
+    assert protocol["forward_images"] == 41 * 8 * 3589 + 14 * 3589 + 28 * 3589
     json.dumps(protocol)
 
 
