@@ -25,6 +25,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from pycaffe_fer.config import load_config
+from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key
 from pycaffe_fer.synth import draw_split
 from pycaffe_fer.templates import render_deploy, render_solver, render_train_val
@@ -159,4 +160,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
