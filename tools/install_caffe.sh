@@ -172,7 +172,7 @@ build_tests() {
 # libcuda.so.1 is the GPU driver's, which a machine without a GPU lacks: it is not the build's.
 unresolved_libraries() {
   find "$1/bin" "$1/lib" "$1/python" -type f \( -name '*.so*' -o -perm -u+x \) -exec ldd {} + 2>/dev/null |
-    awk '/=> not found/ && $1 !~ /^libcuda\.so/ { print $1 }' | sort -u | tr '\n' ' ' || true
+    awk '/=> not found/ && $1 !~ /^libcuda\.so/ { print $1 }' | sort -u | paste -sd ' ' - || true
 }
 
 # One build per key at a time: a second `make setup` (another checkout, CI) waits for the first.
