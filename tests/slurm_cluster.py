@@ -33,7 +33,7 @@ def free_port():
 
 
 def slurm_version():
-    """(major, minor) of slurmd, from `slurmd -V` ("slurm 22.05.8", "slurm 24.11.5")."""
+    """(major, minor) of slurmd, from `slurmd -V` ("slurm 22.05.8" on Debian 12, "slurm-wlm 24.11.5" on 13)."""
     output = subprocess.run(["slurmd", "-V"], stdout=subprocess.PIPE, universal_newlines=True, check=True,
                             timeout=TOOL_TIMEOUT).stdout
     return tuple(int(part) for part in output.split()[1].split(".")[:2])
