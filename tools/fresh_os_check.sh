@@ -84,6 +84,7 @@ in_root() {
   local name="$1"; shift
   unshare --mount --propagation private -- /bin/sh -ec '
     root="$1"; shift
+    mount --bind "$root" "$root"          # / a mount point, as in a container (unshare --mount needs it)
     mount -t proc proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount --bind /dev "$root/dev"
