@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo demo-small caffe-check clean-venv
+.PHONY: setup test demo demo-small caffe-check fresh-os-check clean-venv
 
 setup:
 	tools/setup_env.sh
@@ -20,6 +20,11 @@ demo-small: setup
 # BVLC Caffe's own gtests against the build setup uses (PYCAFFE_FER_CAFFE_FLAGS=--cuda for the CUDA one).
 caffe-check:
 	tools/caffe_check.sh
+
+# make test and make demo in a minimal Debian made with debootstrap (root; OS=debian12 or debian13).
+OS ?= debian13
+fresh-os-check:
+	tools/fresh_os_check.sh $(OS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -14,6 +14,7 @@ N - 1 times. The nets have random weights: VGG16 of the demo's width (x0.125, fc
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -23,6 +24,7 @@ import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pycaffe_fer.config import load_config  # noqa: E402
+from pycaffe_fer.errors import run_cli  # noqa: E402
 from pycaffe_fer.ensemble import preprocess  # noqa: E402
 from pycaffe_fer.lmdb_io import LMDBWriter, image_batches, image_datum, record_key  # noqa: E402
 from pycaffe_fer.scoring import scores_on  # noqa: E402
@@ -53,14 +55,14 @@ def make_lmdb(root, size, count):
     return path
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nets", type=int, default=6)
     parser.add_argument("--images", type=int, default=480)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--size", type=int, default=224, help="input size of the small nets")
     parser.add_argument("--full", action="store_true", help="full-size VGG16 at 224 x 224")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     caffe.set_mode_cpu()
     config = load_config("fer2013", [] if args.full else SMALL_KNOBS + ["net.input_size=%d" % args.size])
     root = tempfile.mkdtemp(prefix="ensemble_eval_")
@@ -96,4 +98,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

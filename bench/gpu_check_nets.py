@@ -25,6 +25,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from pycaffe_fer.config import load_config
+from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key
 from pycaffe_fer.pipeline import planned_runs
 from pycaffe_fer.synth import draw_split
@@ -158,4 +159,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

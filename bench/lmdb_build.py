@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from pycaffe_fer.classes import CLASS_NAMES
+from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_build import default_workers, single_threaded_opencv
 from pycaffe_fer.lmdb_io import datum_array, lmdb_count, read_lmdb
 from pycaffe_fer.synth import render, sample_mixture
@@ -118,7 +119,7 @@ def check(path, count, size):
     assert datum_array(datum).shape == (3, size, size)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--source-size", type=int, default=256, help="side of the source JPEGs (default 256)")
@@ -126,7 +127,7 @@ def main():
     parser.add_argument("--workers", type=int, default=None, help="make_lmdb.py --workers (default: all cores)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating (default 3)")
     parser.add_argument("--tmp", default=None, help="folder for the JPEGs and the LMDBs (default: system temp)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="lmdb_bench_", dir=args.tmp)
     try:
         root = os.path.join(work, "faces")
@@ -167,4 +168,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -24,6 +24,7 @@ import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pycaffe_fer.config import load_config  # noqa: E402
+from pycaffe_fer.errors import run_cli  # noqa: E402
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key, vector_datum  # noqa: E402
 from pycaffe_fer.templates import render_solver, render_train_val, write_prototxt  # noqa: E402
 
@@ -126,4 +127,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

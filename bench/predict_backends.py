@@ -14,6 +14,7 @@ pycaffe's (share of each image's largest score) with whether every label agrees.
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -23,6 +24,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pycaffe_fer import backends, predict, synth  # noqa: E402
+from pycaffe_fer.errors import run_cli  # noqa: E402
 
 
 def write_crops(root, count):
@@ -33,14 +35,14 @@ def write_crops(root, count):
     return paths
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ensemble", default="runs/demo", metavar="RUNDIR")
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs, each backend first in turn")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="predict_backends_")
     try:
         crops = write_crops(root, args.images)
@@ -87,4 +89,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -7,7 +7,12 @@ class InputError(Exception):
 
 
 def run_cli(main, argv=None):
-    """Run ``main(argv)``; an InputError becomes one line on stderr and exit status 2."""
+    """Run ``main(argv)`` with line-buffered output; an InputError becomes one line on stderr and
+    exit status 2."""
+    # Every line flushed as printed, as on a terminal: progress reaches a pipe, a log file or a
+    # test waiting on it at once, not when a block buffer fills (no PYTHONUNBUFFERED needed).
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
     try:
         return main(argv)
     except InputError as error:

@@ -28,17 +28,24 @@ MANIFEST_NAME = "manifest.json"
 def _caffe_pb2():
     """Caffe's generated protobuf module. Loaded from its file when ``caffe`` is not imported yet:
     ``import caffe`` loads libcaffe and scikit-image, a second of start-up that tools which only
-    read and write Datums do not need. Its descriptors are identical to those a later
-    ``import caffe`` registers, which protobuf accepts."""
-    if "caffe.proto.caffe_pb2" in sys.modules:
-        return sys.modules["caffe.proto.caffe_pb2"]
+    read and write Datums do not need. It is loaded under its own name, caffe.proto.caffe_pb2, so
+    that a later ``import caffe`` finds it in sys.modules instead of registering caffe.proto a
+    second time (protobuf >= 5, Debian 13's venv, refuses a file registered twice)."""
+    name = "caffe.proto.caffe_pb2"
+    if name in sys.modules:
+        return sys.modules[name]
     package = importlib.util.find_spec("caffe")
     if package is None:
         raise ImportError("no caffe package on the path: run make setup")
     spec = importlib.util.spec_from_file_location(
-        __name__ + "._caffe_pb2", os.path.join(package.submodule_search_locations[0], "proto", "caffe_pb2.py"))
+        name, os.path.join(package.submodule_search_locations[0], "proto", "caffe_pb2.py"))
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 

@@ -289,7 +289,7 @@ def _step_to(solver, end, max_iter, display, say, metrics, batch_size):
     start, began, losses = solver.iter, time.time(), []
     while solver.iter < end:
         solver.step(1)
-        loss = float(solver.net.blobs["loss"].data)
+        loss = solver.net.blobs["loss"].data.item()      # a 1-element blob; float() of it is deprecated in numpy 2
         if not math.isfinite(loss):
             raise TrainingError("loss became %s at iteration %d (lr %g): lower solver.base_lr or check "
                                 "the data" % (loss, solver.iter, solver.lr))

@@ -18,6 +18,12 @@ import tempfile
 import time
 
 FAKE_GPUS = 2
+CGROUP_MOUNT = "/sys/fs/cgroup"
+# slurmd loads a cgroup plugin even with proctrack/linuxproc and task/none, and exits when
+# CGROUP_MOUNT has no cgroup filesystem (a container or chroot without it); CgroupPlugin=disabled,
+# which needs no cgroups, exists from Slurm 24.05 on.
+CGROUP_DISABLED_SINCE = (24, 5)
+TOOL_TIMEOUT = 60           # seconds for one SLURM client call (sinfo, squeue, scontrol)
 
 
 def free_port():
@@ -26,9 +32,25 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def slurm_version():
+    """(major, minor) of slurmd, from `slurmd -V` ("slurm 22.05.8" on Debian 12, "slurm-wlm 24.11.5" on 13)."""
+    output = subprocess.run(["slurmd", "-V"], stdout=subprocess.PIPE, universal_newlines=True, check=True,
+                            timeout=TOOL_TIMEOUT).stdout
+    return tuple(int(part) for part in output.split()[1].split(".")[:2])
+
+
+def why_slurmd_cannot_run():
+    """None where this machine can run slurmd, else one line naming what is missing."""
+    if slurm_version() >= CGROUP_DISABLED_SINCE or os.path.ismount(CGROUP_MOUNT):
+        return None
+    return ("%s is not mounted: slurmd %d.%02d cannot start without cgroups (Slurm >= 24.05 can, with "
+            "CgroupPlugin=disabled)" % ((CGROUP_MOUNT,) + slurm_version()))
+
+
 def node_resources():
     """(CPUs, memory in MB) of this machine as slurmd sees it, memory a little below the real one."""
-    line = subprocess.run(["slurmd", "-C"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    line = subprocess.run(["slurmd", "-C"], stdout=subprocess.PIPE, universal_newlines=True, check=True,
+                          timeout=TOOL_TIMEOUT).stdout
     fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
     return int(fields["CPUs"]), int(int(fields["RealMemory"]) * 0.9)
 
@@ -89,13 +111,16 @@ class SlurmCluster:
         os.makedirs(munge, exist_ok=True)
         os.chmod(munge, 0o755)              # munged refuses a socket folder others can write to
         key = os.path.join(munge, "munge.key")
-        subprocess.run(["mungekey", "--create", "--keyfile=" + key], check=True)
+        subprocess.run(["mungekey", "--create", "--keyfile=" + key], check=True, timeout=TOOL_TIMEOUT)
         os.chmod(key, 0o600)
         for index in range(FAKE_GPUS):
             device = os.path.join(self.root, "gpus", "nvidia%d" % index)
-            subprocess.run(["mknod", device, "c", "1", "3"], check=True)   # gres/gpu wants a character device
+            subprocess.run(["mknod", device, "c", "1", "3"], check=True, timeout=TOOL_TIMEOUT)   # gres/gpu wants a character device
         with open(os.path.join(self.root, "gres.conf"), "w") as handle:
             handle.write("NodeName=localhost Name=gpu File=%s/gpus/nvidia[0-%d]\n" % (self.root, FAKE_GPUS - 1))
+        if slurm_version() >= CGROUP_DISABLED_SINCE:
+            with open(os.path.join(self.root, "cgroup.conf"), "w") as handle:
+                handle.write("CgroupPlugin=disabled\n")         # the same cluster with or without CGROUP_MOUNT
         cpus, memory = node_resources()
         with open(self.conf, "w") as handle:
             handle.write(SLURM_CONF.format(root=self.root, ctld_port=free_port(), d_port=free_port(),
@@ -119,7 +144,7 @@ class SlurmCluster:
 
     def node_state(self):
         result = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, universal_newlines=True)
+                                stderr=subprocess.DEVNULL, universal_newlines=True, timeout=TOOL_TIMEOUT)
         return result.stdout.strip()
 
     def wait_for(self, condition, timeout, what):
@@ -137,7 +162,7 @@ class SlurmCluster:
     def command(self, *args):
         """Run a SLURM client tool against this cluster; its stdout."""
         return subprocess.run(list(args), env=self.env, stdout=subprocess.PIPE, universal_newlines=True,
-                              check=True).stdout
+                              check=True, timeout=TOOL_TIMEOUT).stdout
 
     def stop(self):
         for process in reversed(self.processes):
@@ -157,6 +182,9 @@ def slurm_tools_present():
 
 
 def main():
+    reason = why_slurmd_cannot_run()
+    if reason:
+        sys.exit("no test SLURM here: " + reason)
     root = tempfile.mkdtemp(prefix="pycaffe_fer_slurm-")
     os.chmod(root, 0o755)              # munged wants every folder above its socket open to all
     cluster = SlurmCluster(root).start()

@@ -1,7 +1,9 @@
-"""Promises about where the code runs: Python 3.8 (conda-forge's Caffe) and the Docker image."""
+"""Promises about where the code runs: Python 3.8 (conda-forge's Caffe), the Docker image, and a
+Caffe build cache that follows the system it was built on."""
 import ast
 import os
 import shlex
+import subprocess
 
 import pytest
 
@@ -62,3 +64,42 @@ def test_dockerfile_uses_the_tested_installer_with_cuda():
     runs = " ".join(args for word, args in instructions if word == "RUN")
     assert "tools/install_caffe.sh --cuda" in runs and "--no-cudnn" not in runs
     assert "make setup" in runs
+
+
+def cached_build_root(tmp_path, over=None, path=None):
+    """The cache folder tools/install_caffe.sh would build or reuse, on this system or with a file
+    bind-mounted over one of the system's (over: {system path: stand-in}) in a mount namespace
+    of its own, and with `path` first on PATH."""
+    mounts = "".join('mount --bind "%s" "%s"; ' % (stand_in, real) for real, stand_in in (over or {}).items())
+    env = dict(os.environ, PYCAFFE_FER_CACHE=str(tmp_path / "cache"))
+    if path:
+        env["PATH"] = path + os.pathsep + env["PATH"]
+    unshare = ["unshare", "--mount"] + (["--map-root-user"] if os.geteuid() else [])
+    result = subprocess.run(unshare + ["sh", "-ec", mounts + 'exec "$0" --print-root',
+                                       os.path.join(REPO, "tools", "install_caffe.sh")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def stand_in(tmp_path, name, text, mode=0o644):
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_a_caffe_build_is_cached_per_release_compiler_python_and_numpy(tmp_path):
+    here = cached_build_root(tmp_path)
+    assert here == cached_build_root(tmp_path), "the same system reuses its build"
+    release = open("/etc/os-release").read().replace("VERSION_ID=", "VERSION_ID=99").replace(
+        "VERSION_CODENAME=", "VERSION_CODENAME=future")
+    python = "#!/bin/sh\necho 3.99.0 9.9.9\n"      # what the key asks: Python's and numpy's versions
+    compiler = stand_in(tmp_path, "c++", "#!/bin/sh\necho 'c++ (Debian 99.1.0-1) 99.1.0'\n", 0o755)
+    others = {
+        "release": cached_build_root(tmp_path, {"/etc/os-release": stand_in(tmp_path, "os-release", release)}),
+        "python": cached_build_root(tmp_path, {"/usr/bin/python3": stand_in(tmp_path, "python3", python, 0o755)}),
+        "compiler": cached_build_root(tmp_path, path=os.path.dirname(compiler)),
+    }
+    assert all(os.path.dirname(root) == str(tmp_path / "cache") for root in others.values())
+    assert len({here} | set(others.values())) == 4, others

@@ -4,6 +4,7 @@ failures, GPU requests."""
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,22 +28,40 @@ DRIVER = [sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--c
           "--slurm-poll", "0.2"] + [arg for override in SHORT for arg in ("--set", override)]
 
 
-def wait_until(condition, timeout=120, what="condition"):
+def wait_until(condition, timeout=120, what="condition", seen=lambda: ""):
+    """Poll condition(); past the timeout fail with what was awaited and seen() (e.g. a log's tail)."""
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, "timed out waiting for %s" % what
+        assert time.time() < deadline, "timed out after %d s waiting for %s; seen:\n%s" % (timeout, what, seen())
         time.sleep(0.05)
 
 
-def pause(cluster, job_id):
-    """Hold the job if it is pending, suspend it if it runs; the scontrol command that lets it go on."""
-    for _ in range(50):
-        state = cluster.command("squeue", "-h", "-r", "-j", job_id, "-o", "%T").strip()
-        command = {"PENDING": ("hold", "release"), "RUNNING": ("suspend", "resume")}.get(state)
-        if command and subprocess.run(["scontrol", command[0], job_id], env=cluster.env).returncode == 0:
-            return command[1]
-        time.sleep(0.05)
-    raise AssertionError("job %s neither pending nor running: %s" % (job_id, state))
+class Driver:
+    """tools/run_experiment.py in the background, its output in a file (read as it grows: no pipe
+    to fill, no read without a timeout)."""
+
+    def __init__(self, command, env, log_path):
+        self.log_path = log_path
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def output(self):
+        return open(self.log_path).read()
+
+    def wait_for_line(self, text, timeout=300):
+        wait_until(lambda: text in self.output() or self.process.poll() is not None, timeout,
+                   "the driver to print %r" % text, lambda: self.output()[-3000:])
+        assert text in self.output(), "the driver ended (exit %s) without %r:\n%s" % (
+            self.process.returncode, text, self.output()[-3000:])
+
+    def finish(self, timeout=600):
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("the driver ran past %d s:\n%s" % (timeout, self.output()[-3000:]))
+        return self.output()
 
 
 def lmdb_builds(local_experiment, tmp_path, count, gpu):
@@ -83,25 +102,32 @@ def test_demo_through_slurm_reports_what_local_does_and_a_restarted_driver_reatt
     out = str(tmp_path / "slurm")
     command = DRIVER + ["--out", out]
     constructor_job = os.path.join(out, "constructor", "hard", slurm.JOB_FILE)
-    first = subprocess.Popen(command, env=slurm_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    # The job file is written (name, index) before sbatch answers with the id
-    wait_until(lambda: os.path.exists(constructor_job) and json.load(open(constructor_job)).get("job_id"),
-               what="the constructor's job id")
-    first.send_signal(signal.SIGKILL)                     # the driver dies; its job goes on
-    first.wait()
-    job_id = json.load(open(constructor_job))["job_id"]
-    release = pause(slurm_cluster, job_id)                # so that it is still queued when the driver is back
+    # The first driver's jobs are all submitted held: each stage before the constructor is
+    # released here, the constructor's stays queued however slow this machine is, until the
+    # restarted driver has re-attached to it.
+    first = Driver(command + ["--slurm-extra=--hold"], slurm_cluster.env, str(tmp_path / "first.log"))
+    released = set()
 
-    again = subprocess.Popen(command, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             universal_newlines=True)
-    lines = []
-    for line in again.stdout:
-        lines.append(line)
-        if "re-attached to 1 task(s)" in line:
-            slurm_cluster.command("scontrol", release, job_id)
-    again.wait(timeout=600)
-    output = "".join(lines)
-    assert again.returncode == 0, output[-3000:]
+    def constructor_submitted():
+        for path in glob.glob(os.path.join(out, "**", slurm.JOB_FILE), recursive=True):
+            job_id = json.load(open(path)).get("job_id")    # written after sbatch answers
+            array = job_id and job_id.split("_")[0]
+            if array and path != constructor_job and array not in released:
+                slurm_cluster.command("scontrol", "release", array)
+                released.add(array)
+        return os.path.exists(constructor_job) and json.load(open(constructor_job)).get("job_id")
+
+    wait_until(constructor_submitted, 300, "the constructor's job id", lambda: first.output()[-3000:])
+    first.process.send_signal(signal.SIGKILL)              # the driver dies; its job stays queued
+    first.process.wait()
+    job_id = json.load(open(constructor_job))["job_id"]
+    assert slurm_cluster.command("squeue", "-h", "-r", "-j", job_id, "-o", "%T").strip() == "PENDING"
+
+    again = Driver(command, slurm_cluster.env, str(tmp_path / "again.log"))
+    again.wait_for_line("re-attached to 1 task(s)")
+    slurm_cluster.command("scontrol", "release", job_id.split("_")[0])
+    output = again.finish()
+    assert again.process.returncode == 0, output[-3000:]
     assert "[slurm] constructor: re-attached to 1 task(s) queued or running: %s" % job_id in output
     assert json.load(open(constructor_job))["job_id"] == job_id, "the constructor was not submitted twice"
     log = open(os.path.join(out, "constructor", "hard", slurm.LOG_FILE)).read()
@@ -223,7 +249,7 @@ def test_gpu_tasks_request_gres_and_get_the_gpu_slurm_assigned(slurm_cluster, lo
         devices = [line.rsplit("CUDA_VISIBLE_DEVICES=", 1)[1] for line in log.splitlines() if "CUDA_VISIBLE_DEVICES=" in line]
         assert devices and devices[0] in ("0", "1"), log       # one of the node's two fake GPUs
         job = slurm_cluster.command("scontrol", "-o", "show", "job", slurm.read_job(task.directory)["job_id"])
-        assert "gres:gpu:1" in job
+        assert re.search(r"TresPerNode=gres[:/]gpu:1\b", job), job   # ":" up to Slurm 23.x, "/" since
         assert os.path.isdir(json.load(open(os.path.join(task.directory, "build.json")))["out"])
 
 

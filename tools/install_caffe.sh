@@ -11,7 +11,9 @@
 #   --tests       also build Caffe's own gtest binary (test/caffe_gtests; make caffe-check)
 #
 # The result is cached under $PYCAFFE_FER_CACHE (default ~/.cache/pycaffe_fer) in a directory keyed
-# by the source version, our patches and the build flags, so a second call returns in seconds.
+# by the source version, our patches, the build flags and the system (release, compiler, Python,
+# numpy), so a second call returns in seconds; a cached build whose libraries no longer resolve is
+# built again.
 # cuDNN comes from the system (CUDNN_ROOT, the CUDA toolkit, /usr) or else NVIDIA's PyPI wheels.
 # On success the last line printed is the install root (bin/caffe, lib/, python/caffe).
 set -euo pipefail
@@ -24,11 +26,12 @@ CACHE="${PYCAFFE_FER_CACHE:-$HOME/.cache/pycaffe_fer}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PATCH_DIR="$HERE/caffe_patches"
 
-# Packages from the running release (bookworm) that the build and pycaffe need.
+# Packages from the running release (Debian 12 or 13) that the build and pycaffe need (pycaffe
+# imports six; Debian 12 happens to pull it in through another package, 13 does not).
 APT_BUILD_DEPS="cmake g++ make dpkg-dev libboost-dev libboost-filesystem-dev libboost-system-dev
   libboost-thread-dev libboost-python-dev libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev
   libopenblas-dev libopencv-dev libprotobuf-dev libprotoc-dev protobuf-compiler python3-dev
-  python3-numpy python3-protobuf python3-skimage debian-archive-keyring"
+  python3-numpy python3-protobuf python3-six python3-skimage debian-archive-keyring"
 
 cuda=0
 cudnn=1
@@ -50,28 +53,11 @@ while [ $# -gt 0 ]; do
     --configure-only) configure_only=1 ;;
     --no-apt) use_apt=0 ;;
     --print-root) print_root=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "install_caffe.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-
-step_name=""
-step_log=""
-say() { printf '[install_caffe] %s\n' "$*" >&2; }
-# Run one named step with its output in a log; on failure say which step and show the log's tail.
-run_step() {
-  step_name="$1"; shift
-  step_log="$LOGS/$(echo "$step_name" | tr ' /' '__').log"
-  say "$step_name (log: $step_log)"
-  local start=$SECONDS
-  if ! "$@" >"$step_log" 2>&1; then
-    say "FAILED at step: $step_name"
-    tail -n 40 "$step_log" >&2
-    exit 1
-  fi
-  say "  done in $((SECONDS - start)) s"
-}
 
 # CUDA: keep only the architectures this nvcc can compile for (CUDA 13 dropped sm_61/sm_70).
 find_nvcc() {
@@ -112,8 +98,42 @@ else
   cmake_flags+=(-DCPU_ONLY=ON)
 fi
 
-# The cache key: anything that changes the binaries changes the directory.
-key="$( { echo "$CAFFE_DEB_VERSION"; printf '%s\n' "${cmake_flags[@]}"; cat "$PATCH_DIR"/*.patch; } | sha256sum | cut -c1-12)"
+step_name=""
+step_log=""
+say() { printf '[install_caffe] %s\n' "$*" >&2; }
+# Run one named step with its output in a log; on failure say which step and show the log's tail.
+run_step() {
+  step_name="$1"; shift
+  step_log="$LOGS/$(echo "$step_name" | tr ' /' '__').log"
+  say "$step_name (log: $step_log)"
+  local start=$SECONDS
+  if ! "$@" >"$step_log" 2>&1; then
+    say "FAILED at step: $step_name"
+    tail -n 40 "$step_log" >&2
+    exit 1
+  fi
+  say "  done in $((SECONDS - start)) s"
+}
+
+# 1. Build dependencies from the machine's own release, first: the cache key names their versions.
+mkdir -p "$CACHE"
+if [ "$use_apt" = 1 ] && [ "$print_root" = 0 ]; then
+  LOGS="$CACHE"
+  run_step "install missing build dependencies" "$HERE/apt_install_missing.sh" $APT_BUILD_DEPS
+fi
+
+# The cache key: anything that changes the binaries changes the directory. Besides our inputs,
+# the system the build links against: a cache shared between releases, or kept across an upgrade,
+# is not reused (and a cached build whose libraries no longer resolve is rebuilt, below).
+build_system() {
+  (. /etc/os-release && echo "system: $ID ${VERSION_ID:-} ${VERSION_CODENAME:-}")
+  echo "compiler: $(c++ --version 2>/dev/null | head -n 1)"
+  if [ "$lean" = 0 ]; then
+    echo "python, numpy: $(/usr/bin/python3 -c 'import platform, numpy; print(platform.python_version(), numpy.__version__)' 2>/dev/null)"
+  fi
+}
+key="$( { echo "$CAFFE_DEB_VERSION"; printf '%s\n' "${cmake_flags[@]}"; cat "$PATCH_DIR"/*.patch; build_system; } |
+  sha256sum | cut -c1-12)"
 variant=cpu
 [ "$cuda" = 1 ] && variant="cuda"
 [ "$cuda" = 1 ] && [ "$cudnn" = 1 ] && variant="cuda-cudnn"
@@ -122,12 +142,22 @@ ROOT="$CACHE/caffe-$variant-$key"
 if [ "$print_root" = 1 ]; then echo "$ROOT"; exit 0; fi
 
 # make's output into the step's log, and a count of the objects it has built onto the terminal
-# (fd 3) every 10 objects, out of about 190 for Caffe (CMake's own percentage stands still
-# through the CUDA kernels).
+# (fd 3) every 10 objects, out of about 120 for the CPU build and 190 with CUDA (CMake's own
+# percentage stands still through the CUDA kernels). Counted by bash's read, line by line: mawk
+# (Debian 13's awk) reads a pipe in blocks and printed the count only when make had ended.
 exec 3>&2
+count_objects() {
+  local built=0 line
+  while IFS= read -r line; do
+    case "$line" in
+      *"Building CXX"*|*"Building NVCC"*)
+        built=$((built + 1))
+        if [ $((built % 10)) = 0 ]; then say "  make: $built objects built"; fi ;;
+    esac
+  done
+}
 make_with_progress() {
-  make -C "$1" -j"$jobs" 2>&1 | tee >(awk '
-    /Building (CXX|NVCC)/ { built++; if (built % 10 == 0) { printf "[install_caffe]   make: %d objects built\n", built; fflush() } }' >&3)
+  make -C "$1" -j"$jobs" 2>&1 | tee >(count_objects >&3)
   return "${PIPESTATUS[0]}"
 }
 
@@ -148,18 +178,29 @@ build_tests() {
   rm -rf "$build"
 }
 
+# Libraries that a build's binaries need and this system no longer has (an upgrade removed them).
+# libcuda.so.1 is the GPU driver's, which a machine without a GPU lacks: it is not the build's.
+unresolved_libraries() {
+  find "$1/bin" "$1/lib" "$1/python" -type f \( -name '*.so*' -o -perm -u+x \) -exec ldd {} + 2>/dev/null |
+    awk '/=> not found/ && $1 !~ /^libcuda\.so/ { print $1 }' | sort -u | paste -sd ' ' - || true
+}
+
 # One build per key at a time: a second `make setup` (another checkout, CI) waits for the first.
-mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock-$variant-$key"
 if ! flock -n 9; then
   say "another build of $ROOT is running; waiting for it"
   flock 9
 fi
 if [ -f "$ROOT/.complete" ] && [ "$configure_only" = 0 ]; then
-  say "reusing Caffe in $ROOT"
-  build_tests
-  echo "$ROOT"
-  exit 0
+  unresolved="$(unresolved_libraries "$ROOT")"
+  if [ -z "$unresolved" ]; then
+    say "reusing Caffe in $ROOT"
+    build_tests
+    echo "$ROOT"
+    exit 0
+  fi
+  say "the cached build in $ROOT needs libraries this system does not have ($unresolved): building it again"
+  rm "$ROOT/.complete"
 fi
 
 WORK="$CACHE/work-$variant-$key"
@@ -167,11 +208,6 @@ LOGS="$WORK/logs"
 mkdir -p "$LOGS"
 total_start=$SECONDS
 say "building Caffe ($variant) into $ROOT"
-
-# 1. Build dependencies from the machine's own release.
-if [ "$use_apt" = 1 ]; then
-  run_step "install missing build dependencies" "$HERE/apt_install_missing.sh" $APT_BUILD_DEPS
-fi
 
 # 2. Debian's caffe source package, fetched through a private apt configuration.
 SRC="$WORK/caffe-src"
@@ -299,6 +335,7 @@ cp -r "$SRC/src/gtest" "$ROOT/test/src/src/"
 cp -r "$SRC/src/caffe/test" "$ROOT/test/src/src/caffe/"
 echo "$cxx_flags" >"$ROOT/test/cxx_flags"
 cp -r "$LOGS" "$ROOT/build-logs"
+build_system >"$ROOT/build-system.txt"     # what the key says it was built on, for people
 touch "$ROOT/.complete"
 rm -rf "$WORK"
 say "Caffe built in $(((SECONDS - total_start) / 60)) min $(((SECONDS - total_start) % 60)) s"
