@@ -31,7 +31,7 @@ from .datasets.raf import RAF_TO_CANONICAL
 from .errors import InputError
 from .lmdb_build import default_workers, single_threaded_opencv
 from .lmdb_io import lmdb_keys
-from .softlabel import construct
+from .softlabel import construct, row_entropy
 
 # Expression parameters, each in [-1, 1] (signed) or [0, 1].
 PARAMETERS = ("brow_raise", "brow_tilt", "eye_open", "mouth_curve", "mouth_open", "mouth_width", "wrinkle")
@@ -288,8 +288,7 @@ def label_noise_entropy(source, split):
     face's mixture would still lose on labels drawn from it, so a hard-label training loss below it
     means the net memorises its noisy labels."""
     _, _, mixtures = read_mixtures(fer2013_mixtures_path(source), split)
-    mixtures = np.asarray(mixtures, dtype=np.float64)
-    return float(-np.where(mixtures > 0, mixtures * np.log(np.where(mixtures > 0, mixtures, 1.0)), 0.0).sum(axis=1).mean())
+    return float(row_entropy(mixtures).mean())
 
 
 def mixtures_of_lmdb(source, split, lmdb_path):
