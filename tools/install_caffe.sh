@@ -59,6 +59,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+say() { printf '[install_caffe] %s\n' "$*" >&2; }
+
 # CUDA: keep only the architectures this nvcc can compile for (CUDA 13 dropped sm_61/sm_70).
 find_nvcc() {
   command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true
@@ -100,7 +102,6 @@ fi
 
 step_name=""
 step_log=""
-say() { printf '[install_caffe] %s\n' "$*" >&2; }
 # Run one named step with its output in a log; on failure say which step and show the log's tail.
 run_step() {
   step_name="$1"; shift
