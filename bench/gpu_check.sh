@@ -153,6 +153,8 @@ record() {   # name status seconds detail [log]
 result() { printf '%s\t%s\n' "$1" "$2" >>"$OUT/results.tsv"; }
 result_of() { awk -F'\t' -v k="$1" '$1 == k { v = $2 } END { print v }' "$OUT/results.tsv"; }
 skipped() { [[ "$skip" == *",$1,"* ]]; }
+# Whether a step ended other than passed or skipped (failed, not run).
+any_step_failed() { awk -F'\t' '$2 != "passed" && $2 != "skipped" { bad = 1 } END { exit !bad }' "$OUT/steps.tsv"; }
 
 # Why a command ended as it did, from its exit status and its log: a time limit, a library the
 # loader could not find, a signal, or glog's fatal line.
@@ -188,7 +190,7 @@ run_logged() {   # limit log command...
 write_summary() {
   local rc="$1" status=passed
   [ -f "$OUT/steps.tsv" ] || return 0
-  awk -F'\t' '$2 != "passed" && $2 != "skipped" { bad = 1 } END { exit !bad }' "$OUT/steps.tsv" && status=failed
+  ! any_step_failed || status=failed
   [ "$rc" = 0 ] || status=failed
   {
     echo "== GPU check summary ($mode$([ "$quick" = 1 ] && echo ", quick"), $((SECONDS - check_start)) s): $status =="
@@ -225,11 +227,11 @@ finish() {
   local rc=$?
   trap - EXIT ERR
   [ -z "${B:-}" ] || rm -rf "$B"
-  if [ "$rc" != 0 ] && [ -f "$OUT/steps.tsv" ] && ! awk -F'\t' '$2 == "failed" { bad = 1 } END { exit !bad }' "$OUT/steps.tsv"; then
+  if [ "$rc" != 0 ] && [ -f "$OUT/steps.tsv" ] && ! any_step_failed; then
     record "the check itself" failed 0 "stopped unexpectedly (exit $rc)"
   fi
   write_summary "$rc"
-  if [ -f "$OUT/steps.tsv" ] && awk -F'\t' '$2 != "passed" && $2 != "skipped" { bad = 1 } END { exit !bad }' "$OUT/steps.tsv"; then exit 1; fi
+  if [ -f "$OUT/steps.tsv" ] && any_step_failed; then exit 1; fi
   exit "$rc"
 }
 # An unexpected error in the script itself is a step of its own, not a silent exit.

@@ -40,7 +40,7 @@ def real_caffe(caffe_bin):
 
 def compile_c(source, out, *flags):
     assert C_COMPILER, "no C compiler (make setup installs g++ with gcc)"
-    subprocess.run([C_COMPILER, "-x", "c", "-", "-o", out] + list(flags), input=source, universal_newlines=True,
+    subprocess.run([C_COMPILER, "-x", "c", "-", "-x", "none", "-o", out] + list(flags), input=source, universal_newlines=True,
                    check=True, timeout=60)
 
 
