@@ -25,7 +25,7 @@
 # --quick: device query, the CuDNN convolution gtests, forward agreement, one cuDNN training run.
 # Environment: GPU_CHECK_ARCH (default 90: H100/H200) for --pack; GPU_CHECK_DEVICE (default 0);
 # GPU_CHECK_PYTHON (a Python with torch and torchvision, for the peer); GPU_CHECK_BUDGET (seconds
-# the steps may take in all: 330, 170 with --quick).
+# the steps may take in all: 320, 160 with --quick; unpacking and the preflight take seconds).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HERE")"
@@ -562,7 +562,7 @@ projection() {
 check() {
   DEVICE="${GPU_CHECK_DEVICE:-0}"
   gpu_flag=(-gpu "$DEVICE"); iters="$iterations"; train_skip=10; engines="cudnn caffe"; timed=cudnn
-  budget="${GPU_CHECK_BUDGET:-$([ "$quick" = 1 ] && echo 170 || echo 330)}"
+  budget="${GPU_CHECK_BUDGET:-$([ "$quick" = 1 ] && echo 160 || echo 320)}"
   if [ "$mode" = dry-run ]; then
     # No GPU here: Caffe's own engine on the CPU, 3 iterations with the first left out.
     [ -f "$bundle_dir/bundle.tar.xz" ] || pack "$bundle_dir"
