@@ -101,7 +101,7 @@ pack() {
   # Every library the binaries load, glibc and its loader included (the check runs them through
   # this loader, so an older system glibc there does not matter), except NVIDIA's, which the
   # manifest names with the versions built against, for the preflight there.
-  local lib cudnn_lib=""
+  local lib cudnn_lib="" cudart
   : >"$stage/built_with.txt"
   for lib in $( { ldd "$root/bin/caffe"; ldd "$root/test/caffe_gtests"; } | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }' | sort -u); do
     if is_nvidia_lib "$lib"; then
@@ -110,8 +110,10 @@ pack() {
     else
       cp -L "$lib" "$stage/lib/"
       case "$(basename "$lib")" in
-        libcudart.so*) echo "CUDA-runtime $(basename "$lib") $(lib_version "$lib") bundled" >>"$stage/built_with.txt"
-          echo "driver_min $(driver_min_for "$(lib_version "$lib" | cut -d. -f1)")" >>"$stage/built_with.txt" ;;
+        # (a toolkit assembled from NVIDIA's wheels names no full version: then the soname's major)
+        libcudart.so*) cudart="$(lib_version "$lib")"; [ "$cudart" != unknown ] || cudart="${lib##*.so.}"
+          echo "CUDA-runtime $(basename "$lib") $cudart bundled" >>"$stage/built_with.txt"
+          echo "driver_min $(driver_min_for "${cudart%%.*}")" >>"$stage/built_with.txt" ;;
       esac
     fi
   done
