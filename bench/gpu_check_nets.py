@@ -3,7 +3,8 @@
 
 The GPU machine has no pycaffe for its Python, so everything Python would do is done here:
 
-- data/train_lmdb: 96 synthetic faces at 224 x 224 (the project's embedded set), Caffe's Datum format;
+- data/train_lmdb: 96 synthetic faces at the net's input size (224 x 224; the project's embedded
+  set), Caffe's Datum format;
 - nets/train_{cudnn,caffe}.prototxt + solver_*.prototxt: the paper's VGG16 with the hard-label head,
   batch 48, as the FER-2013 config renders it, every Convolution/Pooling/ReLU/Softmax layer pinned
   to the cuDNN or to Caffe's own engine;
@@ -13,6 +14,9 @@ The GPU machine has no pycaffe for its Python, so everything Python would do is 
 - protocol.json: the FER-2013 protocol's run and image counts, for the projection in hours.
 
     bench/gpu_check_nets.py --out DIR --caffe .venv/bin/caffe
+
+``--config demo`` renders the same files for the demo's small net (tests/test_gpu_check.py's
+bundles, which run the check's failure paths on the CPU in seconds).
 """
 import argparse
 import json
@@ -88,9 +92,9 @@ def solver(config, net_path, prefix, max_iter, mode, snapshot_after_train):
     return message
 
 
-def write_faces(path, count, seed=0):
+def write_faces(path, count, size, seed=0):
     with LMDBWriter(path) as writer:
-        for index, label, _, image in draw_split(seed, "fer2013", "train", count, 224, gray=False):
+        for index, label, _, image in draw_split(seed, "fer2013", "train", count, size, gray=False):
             writer.put(record_key(index, "synth"), image_datum(image, label))
 
 
@@ -128,11 +132,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="the bundle folder")
     parser.add_argument("--caffe", required=True, help="the CPU build's caffe binary, for the reference scores")
     parser.add_argument("--iterations", type=int, default=50, help="training iterations per timed run")
+    parser.add_argument("--config", default="fer2013", help="the config whose net is rendered (default fer2013)")
     args = parser.parse_args(argv)
-    config = load_config("fer2013")
+    config = load_config(args.config)
     for folder in ("nets", "data", "reference"):
         os.makedirs(os.path.join(args.out, folder), exist_ok=True)
-    write_faces(os.path.join(args.out, "data", "train_lmdb"), TRAIN_IMAGES)
+    write_faces(os.path.join(args.out, "data", "train_lmdb"), TRAIN_IMAGES, config["net"]["input_size"])
     for name, engine in ENGINES.items():
         write_text(os.path.join(args.out, "nets", "train_%s.prototxt" % name), pin_engine(train_net(config), engine))
         write_text(os.path.join(args.out, "nets", "solver_%s.prototxt" % name),
