@@ -351,3 +351,15 @@ def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_p
     assert sorted(os.listdir(str(tmp_path))) == sorted(
         ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
          "confusion.png", "confusion_paper.png", "misclassified.png"])
+
+
+def test_data_detect_puts_the_ssd_detector_in_every_lmdb_recipe(tmp_path):
+    from pycaffe_fer import splits
+    config = load_config("raf", ["data.detect=true", "ensemble.init=scratch", "constructor.init=scratch"])
+    experiment = Experiment(config, str(tmp_path / "out"), data=str(tmp_path), log=lambda line: None)
+    recipes = experiment.lmdb_recipes()
+    assert recipes and {r["detect"] for r in recipes.values()} == {"ssd"}
+    plain = Experiment(load_config("raf", ["ensemble.init=scratch", "constructor.init=scratch"]), str(tmp_path / "o2"),
+                       data=str(tmp_path), log=lambda line: None)
+    assert {r["detect"] for r in plain.lmdb_recipes().values()} == {None}
+    assert splits.recipe("o", "s", "folder", "train", 48, 0, detect="ssd")["detect"] == "ssd"
