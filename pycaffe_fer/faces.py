@@ -175,10 +175,19 @@ def crop(image, face):
     return image[face.y:face.y + face.h, face.x:face.x + face.w]
 
 
+def image_faces(image, detector, which="all"):
+    """The faces of a photograph to score, largest first: all, or the largest; one face box covering
+    the image when the largest face fills it (the image is a face crop)."""
+    found = detector.faces(image)
+    if found and is_crop(image, found[0]):
+        found = [Face(0, 0, image.shape[1], image.shape[0], found[0].confidence)]
+    return found[:1] if which == "largest" else found
+
+
 def largest_face_crop(image, detector):
-    """The largest face with its margin; the image itself when that face fills it (already a crop);
-    None when no face is found. What make_lmdb --detect stores and predict --faces largest scores."""
-    faces = detector.faces(image)
-    if not faces:
+    """The largest face with its margin; the image itself when that face fills it; None when no
+    face is found. What make_lmdb --detect stores and predict --faces largest scores."""
+    found = image_faces(image, detector, "largest")
+    if not found:
         return None
-    return image if is_crop(image, faces[0]) else crop(image, faces[0])
+    return image if is_crop(image, found[0]) else crop(image, found[0])

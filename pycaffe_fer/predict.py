@@ -21,7 +21,7 @@ from .classes import CLASSES
 from .datasets.base import ImageFile
 from .datasets.folder import IMAGE_EXTENSIONS
 from .errors import InputError
-from .faces import Face, crop, is_crop
+from .faces import Face, crop, image_faces
 from .resize import fit
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -96,15 +96,6 @@ def face_fields(face, index):
     if index is not None:
         fields.update(face=index, confidence=face.confidence)
     return fields
-
-
-def image_faces(image, detector, which="all"):
-    """The faces to score on ``image``, largest first: all or the largest; one face box covering
-    the image when the largest face fills it (a face crop)."""
-    found = detector.faces(image)
-    if found and is_crop(image, found[0]):
-        found = [Face(0, 0, image.shape[1], image.shape[0], found[0].confidence)]
-    return found[:1] if which == "largest" else found
 
 
 def predict_images(backend, paths, detector=None, faces="all", batch_size=32, strict=False, on_error=None,
