@@ -85,7 +85,8 @@ def main():
     detectors = {name: faces.open_detector(name) for name in faces.DETECTORS}
     assert isinstance(detectors["ssd"], faces.SSDDetector), "the ssd model is missing: run make setup"
 
-    print("%-28s %6s %5s | %-18s | %-18s" % ("file", "images", "faces", "ssd found/miss/FP", "haar found/miss/FP"))
+    print("%-28s %6s %5s | %-18s | %-18s" % ("file", "images", "faces", "ssd found/miss/FP", "haar found/miss/FP"),
+          flush=True)
     totals = {name: [0, 0, 0] for name in detectors}
     for kind, items in (("photo", PHOTOS), ("clip", CLIPS)):
         for package, name, known in items:
@@ -96,10 +97,10 @@ def main():
                 found, missed, false, total = count(detector, images, known)
                 totals[detector_name] = [t + v for t, v in zip(totals[detector_name], (found, missed, false))]
                 row.append("%5d/%5d/%5d" % (found, missed, false))
-            print("%-28s %6d %5d | %-18s | %-18s" % (name, total, known * total, row[0], row[1]))
+            print("%-28s %6d %5d | %-18s | %-18s" % (name, total, known * total, row[0], row[1]), flush=True)
     for name, (found, missed, false) in totals.items():
         print("%s: recall %.3f (%d of %d faces), %d false positives" % (name, found / float(found + missed), found,
-                                                                       found + missed, false))
+                                                                       found + missed, false), flush=True)
 
     backend = backends.open_backend("onnx", args.ensemble, args.onnx)
     root = tempfile.mkdtemp(prefix="face_detect_")
@@ -118,14 +119,15 @@ def main():
                 for frame in decoded:
                     detectors[name].faces(frame)
                 times[name]["detection"].append(time.time() - start)
-        print("%d-frame 640x480 clip, onnx backend, batch %d, best of %d" % (frames, args.batch_size, args.repeat))
-        print("%-8s %12s %7s %14s %7s %6s" % ("detector", "frames/s", "ratio", "detect fr/s", "ratio", "faces"))
+        print("%d-frame 640x480 clip, onnx backend, batch %d, best of %d" % (frames, args.batch_size, args.repeat),
+              flush=True)
+        print("%-8s %12s %7s %14s %7s %6s" % ("detector", "frames/s", "ratio", "detect fr/s", "ratio", "faces"), flush=True)
         base = {k: frames / min(v) for k, v in times["haar"].items()}
         for name in detectors:
             rate = {k: frames / min(v) for k, v in times[name].items()}
             print("%-8s %12.1f %7.2f %14.1f %7.2f %6d" % (name, rate["end to end"], rate["end to end"] / base["end to end"],
                                                           rate["detection"], rate["detection"] / base["detection"],
-                                                          len(results[name])))
+                                                          len(results[name])), flush=True)
     finally:
         shutil.rmtree(root)
 
