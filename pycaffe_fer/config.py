@@ -187,6 +187,7 @@ SCHEMA = Section({
         "sizes": Spec(lambda v: isinstance(v, dict) and all(k in SPLITS and integer(1).accepts(n) for k, n in v.items()),
                       "a mapping of splits (%s) to record counts >= 1" % ", ".join(SPLITS), optional=True),
         "seed": integer(0, optional=True),
+        "detect": flag(optional=True),
         "synthetic": Section({"seed": integer(0), "train": integer(NUM_CLASSES), "val": integer(NUM_CLASSES),
                               "test": integer(NUM_CLASSES), "layouts": list_of(choice(*LAYOUTS))}, optional=True),
     }),

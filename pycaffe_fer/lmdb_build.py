@@ -3,7 +3,9 @@
 Records are shuffled once (Caffe's Data layer never shuffles) and keyed ``%08d_<source key>``.
 Worker processes decode, mirror, resize and serialize; the parent writes in key order, holding at
 most two windows of records in memory, so memory stays flat whatever the dataset size. Every LMDB
-is built in a temporary sibling and renamed when complete, with its manifest.json inside.
+is built in a temporary sibling and renamed when complete, with its manifest.json inside. With
+``detect``, each image is cut to its largest face by the detector and margin prediction uses
+(pycaffe_fer.faces), so uncropped photographs train on what predict feeds the nets.
 """
 import collections
 import contextlib
@@ -20,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import CLASSES, NUM_CLASSES
+from . import faces
 from .datasets.base import file_md5
 from .errors import InputError
 from .lmdb_io import (LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, soft_lmdb_path, vector_datum,
@@ -57,17 +60,20 @@ class RecordSlots:
         self.memory.unlink()
 
 
-_slots = None   # in a worker process: the RecordSlots it writes into
+_slots = None      # in a worker process: the RecordSlots it writes into
+_detector = None   # and the face detector that crops each image (``detect``), or None
 
 
 def single_threaded_opencv():
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
 
 
-def _start_worker(slots):
-    global _slots
+def _start_worker(slots, detect=None):
+    global _slots, _detector
     _slots = slots
     single_threaded_opencv()
+    # The parent has checked the detector (and said so once if ssd fell back to haar).
+    _detector = faces.open_detector(detect, log=lambda line: None) if detect else None
     # Ctrl-C is the parent's to handle: it stops the pool and removes the half-built LMDB.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -80,6 +86,10 @@ def encode(task, size, gray):
         image, digest = sample.image.load(gray)
     except InputError as error:
         return 0, str(error)
+    if _detector is not None:
+        image = faces.largest_face_crop(image, _detector)
+        if image is None:
+            return 0, "%s: no face found (the %s detector)" % (getattr(sample.image, "path", sample.key), _detector.name)
     if sample.mirror:
         image = cv2.flip(image, 1)
     record = image_datum(fit(image, size), sample.label)
@@ -158,7 +168,7 @@ def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
 
 
 def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, skip_bad=False,
-                     soft_matrix=None, gammas=(), soft_vectors=None, workers=None, progress=True):
+                     soft_matrix=None, gammas=(), soft_vectors=None, workers=None, progress=True, detect=None):
     """Write ``dataset`` (from ``pycaffe_fer.datasets.open_dataset``) to the image LMDB ``out``.
 
     Images become size x size, 3-channel BGR (gray ones replicated) or 1-channel with ``gray``,
@@ -166,7 +176,9 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
     .npy/.csv path, see ``softlabel.load_matrix``) and ``gammas``, one soft-label LMDB per gamma at ``<out>_soft_g<gamma>`` holds
     row y of D perturbed by eq. 4 for each record of label y; per-image soft labels (FER+) go to
     ``<out>_soft`` (``soft_vectors``: None = when the dataset has them). ``skip_bad`` skips and
-    counts unreadable or truncated images instead of stopping. Returns the image LMDB's manifest.
+    counts unreadable or truncated images instead of stopping. ``detect`` ("ssd" or "haar") crops
+    each image to its largest face (pycaffe_fer.faces.largest_face_crop); an image with no face is
+    a bad record. Returns the image LMDB's manifest.
     """
     out = os.path.normpath(out)
     size = int(size)
@@ -176,13 +188,15 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
     refuse_existing([out] + [path for path, _, _ in soft], force)
     if not len(dataset):
         raise InputError("%s: split %s has no records" % (dataset.source, dataset.split))
+    if detect:
+        detect = faces.open_detector(detect).name     # haar, when the ssd model is absent
     samples = [dataset.samples[i] for i in np.random.RandomState(seed).permutation(len(dataset))]
     workers = workers or default_workers()
     slot_bytes = len(image_datum(np.zeros((size, size, 1 if gray else 3), np.uint8), NUM_CLASSES - 1))
     window = max(4 * CHUNK * workers, min(WINDOW, WINDOW_BYTES // slot_bytes))
     # Two windows in flight: a slot is reused only after the writer has copied its record out.
     slots = RecordSlots(2 * window, slot_bytes)
-    pool = multiprocessing.Pool(workers, initializer=_start_worker, initargs=(slots,))
+    pool = multiprocessing.Pool(workers, initializer=_start_worker, initargs=(slots, detect))
     try:
         with contextlib.ExitStack() as stack:
             image_writer = stack.enter_context(LMDBWriter(out, force))
@@ -195,7 +209,7 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
             if not image_writer.count:
                 raise InputError("%s: every record of split %s was bad (%d skipped)"
                                  % (dataset.source, dataset.split, len(written["skipped"])))
-            image_writer.manifest = _image_manifest(dataset, size, gray, seed, written, soft)
+            image_writer.manifest = _image_manifest(dataset, size, gray, seed, written, soft, detect)
             for writer, (_, fields, _) in zip(soft_writers, soft):
                 writer.manifest = dict(fields, kind="soft", image_lmdb=os.path.abspath(out),
                                        split=dataset.split, seed=seed)
@@ -229,7 +243,7 @@ def _write_records(samples, results, slots, image_writer, soft_writers, soft, sk
     return {"per_class": per_class, "content": content, "skipped": skipped}
 
 
-def _image_manifest(dataset, size, gray, seed, written, soft):
+def _image_manifest(dataset, size, gray, seed, written, soft, detect):
     all_skipped = dataset.skipped + written["skipped"]
     return {
         "kind": "image",
@@ -248,6 +262,7 @@ def _image_manifest(dataset, size, gray, seed, written, soft):
         "excluded": dataset.excluded,
         "content_md5": written["content"].hexdigest(),
         "soft_label_lmdbs": [os.path.abspath(path) for path, _, _ in soft],
+        "face_detector": {"detector": detect, "margin": faces.FACE_MARGIN} if detect else None,
     }
 
 

@@ -134,11 +134,13 @@ class Experiment:
         """{role: splits.recipe} of every LMDB the later stages read; roles may share one LMDB."""
         source, fmt = self.source(), self.config["data"]["format"]
         size, seed = int(self.config["net"]["input_size"]), int(self.config["data"].get("seed", 0))
+        # data.detect: uncropped photographs, cut to their largest face as predict's default detector does.
+        detect = "ssd" if self.config["data"].get("detect") else None
 
         def split_lmdb(split, pad, name=None, **options):
             name = name or split + ("_train" if pad else "")
             return splits.recipe(self.lmdb(name), source, fmt, split, size, seed,
-                                 pad_to=self.batch_size if pad else None, **options)
+                                 pad_to=self.batch_size if pad else None, detect=detect, **options)
 
         constructor, inv, ens = self.config["constructor"], self.config["investigation"], self.config["ensemble"]
         recipes = {"ensemble_train": split_lmdb(ens["train"], True), "ensemble_val": split_lmdb(ens["val"], False),
@@ -165,7 +167,7 @@ class Experiment:
         tasks = []
         for build in {r["out"]: r for r in recipes.values()}.values():
             if os.path.isdir(build["out"]):
-                splits.check_existing(build["out"], build["source"], build["size"])
+                splits.check_existing(build["out"], build["source"], build["size"], build["detect"])
             name = os.path.basename(build["out"])
             tasks.append(Task(name, splits.prepare_build(self.path("lmdb", "builds", name), build),
                               "pycaffe_fer.splits", gpu=False, in_process=True))

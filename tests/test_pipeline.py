@@ -340,17 +340,17 @@ def test_predict_prints_label_and_probabilities_per_image(experiment, tmp_path):
 
 def skimage_photo(name):
     """A real photograph shipped by scikit-image (python3-skimage): astronaut.png (Eileen Collins,
-    NASA, public domain) or coffee.png (CC0), as its README says."""
-    import skimage.data
-    return os.path.join(skimage.data.data_dir, name)
+    NASA, public domain) or coffee.png (CC0), as its README says; checked by SHA-256."""
+    from pycaffe_fer import assets
+    return assets.require("scikit-image", name)
 
 
 def test_a_real_photograph_is_cropped_to_its_face_and_predicted(experiment):
     import cv2
-    from pycaffe_fer import predict
+    from pycaffe_fer import faces
     photo = skimage_photo("astronaut.png")
     image = cv2.imread(photo)
-    crop = predict.crop_face(image, cv2.CascadeClassifier(predict.cascade_path()))
+    crop = faces.largest_face_crop(image, faces.HaarDetector())
     # The face (about 95 x 95 pixels at x 177, y 66 of 512 x 512) with its margin, cut from the photograph.
     assert 95 <= crop.shape[0] <= 160 and 95 <= crop.shape[1] <= 160
     match = cv2.matchTemplate(image, crop, cv2.TM_SQDIFF)
@@ -360,7 +360,9 @@ def test_a_real_photograph_is_cropped_to_its_face_and_predicted(experiment):
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", out,
                            "--format", "json", photo], stdout=subprocess.PIPE, universal_newlines=True, check=True)
     (item,) = json.loads(proc.stdout)
-    assert item["image"] == photo and item["label"] in CLASSES
+    assert item["image"] == photo and item["label"] in CLASSES and item["face"] == 0
+    x, y, w, h = item["box"]                            # the ssd detector's box holds the same face
+    assert x <= 177 and y <= 66 and x + w >= 177 + 95 and y + h >= 66 + 95 and w == h <= 200
     assert sorted(item["probabilities"]) == sorted(CLASSES)
     assert abs(sum(item["probabilities"].values()) - 1) < 1e-3
     assert item["label"] == max(item["probabilities"], key=item["probabilities"].get)
@@ -371,7 +373,7 @@ def test_a_photograph_without_a_face_is_an_error_unless_no_detect(experiment):
     photo = skimage_photo("coffee.png")
     command = [sys.executable, os.path.join(REPO, "tools", "predict.py"), "--ensemble", out, photo]
     proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 1 and proc.stdout == ""       # the one input failed
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: %s: no face found (pass --no-detect if the image is a face crop)" % photo]
     proc = subprocess.run(command + ["--no-detect"], stdout=subprocess.PIPE, universal_newlines=True, check=True)
@@ -412,15 +414,16 @@ def test_sfew_protocol_data_mirrors_then_holds_out_a_fifth(tmp_path):
 
 def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
     import cv2
-    from pycaffe_fer import predict, synth
-    detector = cv2.CascadeClassifier(predict.cascade_path())
+    from pycaffe_fer import synth
+    from pycaffe_fer.faces import HaarDetector, largest_face_crop
+    detector = HaarDetector()
     mixture = np.eye(7)[3]
     face = synth.render(np.random.default_rng(1), mixture, 160, False)
     small = synth.render(np.random.default_rng(2), mixture, 60, False)
     scene = np.full((480, 640, 3), 90, np.uint8)
     scene[100:260, 300:460] = face
     scene[350:410, 40:100] = small                           # a smaller face: not the one kept
-    crop = predict.crop_face(scene, detector)
+    crop = largest_face_crop(scene, detector)
     assert 160 <= crop.shape[0] < 400 and crop.shape[0] == crop.shape[1]    # the face and a margin
     # The crop holds the large face: it matches the pasted pixels at the face's place in it.
     match = cv2.matchTemplate(crop, face, cv2.TM_SQDIFF_NORMED)
@@ -428,8 +431,8 @@ def test_largest_face_is_cropped_from_a_scene_and_a_crop_is_kept_whole():
     # A face crop with a margin: the face found fills most of it, so it is kept whole. One cut so
     # tight that the cascade finds no face gives None (predict's "no face found": --no-detect).
     framed = cv2.copyMakeBorder(face, 20, 20, 20, 20, cv2.BORDER_CONSTANT, value=(90, 90, 90))
-    assert predict.crop_face(framed, detector) is framed
-    assert predict.crop_face(face, detector) is None
+    assert largest_face_crop(framed, detector) is framed
+    assert largest_face_crop(face, detector) is None
 
 
 def test_missing_weights_or_soft_label_file_fail_before_any_work(tmp_path):
@@ -512,3 +515,15 @@ def test_runs_of_the_papers_protocols(preset, counts):
     planned = planned_runs(load_config(preset))
     assert list(planned) == ["constructor", "investigation", "ensemble", "fixed_gamma", "baseline", "controls"]
     assert list(planned.values()) == counts
+
+
+def test_data_detect_puts_the_ssd_detector_in_every_lmdb_recipe(tmp_path):
+    from pycaffe_fer import splits
+    config = load_config("raf", ["data.detect=true", "ensemble.init=scratch", "constructor.init=scratch"])
+    experiment = Experiment(config, str(tmp_path / "out"), data=str(tmp_path), log=lambda line: None)
+    recipes = experiment.lmdb_recipes()
+    assert recipes and {r["detect"] for r in recipes.values()} == {"ssd"}
+    plain = Experiment(load_config("raf", ["ensemble.init=scratch", "constructor.init=scratch"]), str(tmp_path / "o2"),
+                       data=str(tmp_path), log=lambda line: None)
+    assert {r["detect"] for r in plain.lmdb_recipes().values()} == {None}
+    assert splits.recipe("o", "s", "folder", "train", 48, 0, detect="ssd")["detect"] == "ssd"

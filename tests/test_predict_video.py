@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pycaffe_fer import backends, predict, synth
+from pycaffe_fer import backends, faces, predict, synth
 from pycaffe_fer.classes import CLASSES
 from ensemble_fixtures import random_ensemble
 from helpers import REPO
@@ -46,6 +46,7 @@ def test_every_kth_frame_gives_frame_time_box_label_and_probabilities_and_an_ann
     assert set(frames) <= set(range(0, FRAMES, 3)) and len(set(frames)) >= 6     # the face is found in most
     for r in results:
         assert r["image"] == path and r["time"] == pytest.approx(r["frame"] / FPS, abs=1e-3)
+        assert r["face"] == 0 and 0.5 <= r["confidence"] <= 1          # one face, found by the ssd detector
         assert r["label"] in CLASSES and abs(sum(r["probabilities"].values()) - 1) < 1e-4
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
         x, y, w, h = r["box"]                             # holds the pasted face, margin included
@@ -79,10 +80,11 @@ def test_csv_rows_of_a_video_carry_frame_time_and_box(video):
     proc = run_predict("--ensemble", run_root, "--backend", "opencv", path, "--every", "10", "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == "image,frame,time,x,y,w,h,label," + ",".join(CLASSES)
+    assert lines[0] == "image,frame,time,face,x,y,w,h,confidence,label," + ",".join(CLASSES)
     rows = [line.split(",") for line in lines[1:]]
     assert rows and [row[1] for row in rows] == [str(f) for f in sorted({int(row[1]) for row in rows})]
-    assert all(int(row[1]) % 10 == 0 and float(row[2]) == int(row[1]) / FPS and row[7] in CLASSES for row in rows)
+    assert all(int(row[1]) % 10 == 0 and float(row[2]) == int(row[1]) / FPS and row[3] == "0" and
+               0.5 <= float(row[8]) <= 1 and row[9] in CLASSES for row in rows)
 
 
 class CountingBackend:
@@ -104,10 +106,10 @@ def test_faces_are_scored_a_batch_at_a_time(video, tmp_path):
     for index in range(10):
         images.append(str(tmp_path / ("face%d.png" % index)))
         cv2.imwrite(images[-1], synth.render(np.random.default_rng(index), np.eye(7)[index % 7], 64, False))
-    results = predict.predict(backend, images, detect=False, batch_size=4)
+    results = predict.predict(backend, images, batch_size=4)                 # face crops: no detector
     assert [r["image"] for r in results] == images and backend.calls == [4, 4, 2]
     backend.calls = []
-    results = predict.predict(backend, [path], batch_size=8)
+    results = predict.predict(backend, [path], detector=faces.open_detector("ssd"), batch_size=8)
     assert sum(backend.calls) == len(results) >= 12 and max(backend.calls) == 8
     assert len(backend.calls) == -(-len(results) // 8)                # full batches, then the rest
 
@@ -116,8 +118,11 @@ def test_a_file_that_is_neither_image_nor_video_fails_in_one_line(video, tmp_pat
     _, _, run_root = video
     bad = tmp_path / "notes.txt"
     bad.write_text("not a video\n")
-    proc = run_predict("--ensemble", run_root, "--backend", "onnx", str(bad))
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: %s: not a readable image or video" % bad
+    message = "%s: not a readable image or video" % bad
+    proc = run_predict("--ensemble", run_root, "--backend", "onnx", str(bad), "--format", "json")
+    assert proc.returncode == 1                                   # an input failed; not a usage error
+    assert proc.stderr.strip() == "error: " + message and json.loads(proc.stdout) == [{"image": str(bad), "error": message}]
+    proc = run_predict("--ensemble", run_root, "--backend", "onnx", str(bad), "--strict")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: " + message and proc.stdout == ""
     proc = run_predict("--ensemble", run_root, str(bad), str(bad), "--annotate", str(tmp_path / "out.mp4"))
-    assert proc.returncode == 2 and "--annotate writes one video" in proc.stderr
+    assert proc.returncode == 2 and "--annotate writes one image or video" in proc.stderr

@@ -15,6 +15,7 @@ import time
 from pycaffe_fer.classes import CLASSES
 from pycaffe_fer.datasets import FORMATS, SPLITS, open_dataset, stratified_split, with_mirror_copies
 from pycaffe_fer.errors import run_cli
+from pycaffe_fer.faces import DETECTORS
 from pycaffe_fer.lmdb_build import build_image_lmdb, default_workers
 
 
@@ -39,6 +40,10 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the one shuffle of the records")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip bad records (counted in the summary and the manifest) instead of stopping")
+    parser.add_argument("--detect", action="store_true",
+                        help="crop each image to its largest face, with the detector and margin predict uses; "
+                             "an image with no face is a bad record")
+    parser.add_argument("--detector", choices=DETECTORS, default="ssd", help="with --detect (default ssd)")
     parser.add_argument("--mirror-copies", action="store_true",
                         help="add the horizontal mirror of every image (the paper's SFEW enlargement)")
     parser.add_argument("--holdout", type=float, metavar="FRACTION",
@@ -79,7 +84,8 @@ def main(argv=None):
     start = time.time()
     manifest = build_image_lmdb(dataset, args.out, size=args.size, gray=args.gray, seed=args.seed,
                                 force=args.force, skip_bad=args.skip_bad, soft_matrix=args.softlabels,
-                                gammas=args.gamma, workers=args.workers, progress=not args.quiet)
+                                gammas=args.gamma, workers=args.workers, progress=not args.quiet,
+                                detect=args.detector if args.detect else None)
     seconds = time.time() - start
     count = manifest["count"]
     print("wrote %d records (%s) to %s in %.1f s, %.0f images/s"

@@ -113,5 +113,8 @@ EOF
 done
 wrapper="$VENV/bin/caffe"
 
+# The res10 SSD face detector and the real photographs and clips of the tests, pinned (pycaffe_fer/assets.py).
+"$VENV/bin/python" "$REPO/tools/fetch_assets.py" >/dev/null
+
 (cd / && "$VENV/bin/python" -c 'import caffe, pycaffe_fer') || { say "import caffe, pycaffe_fer failed in $VENV"; exit 1; }
 say "ready: $VENV/bin/python, $wrapper ($("$wrapper" --version 2>&1 | head -n1))"
