@@ -358,13 +358,17 @@ class Experiment:
                              "iterations": int(run["settings"]["solver"]["max_iter"])}
         return info
 
-    def curves(self, run_dirs):
-        """The training curves of these runs (each once), from their metrics.csv, for the report."""
+    def curves(self, run_dirs, constructor_dir):
+        """The training curves of these runs (each once), from their metrics.csv, for the report;
+        a fine-tune of the constructor starts where the constructor ended (`start`)."""
+        constructor = (training.final_model(constructor_dir), training.read_run(constructor_dir)["settings"]["solver"]
+                       ["max_iter"]) if constructor_dir else (None, 0)
         curves = []
         for run_dir in collections.OrderedDict.fromkeys(run_dirs):
-            metrics = training.read_metrics(run_dir)
+            metrics, spec = training.read_metrics(run_dir), training.read_run(run_dir)["spec"]
             # Loss and accuracy only: images/s is the machine's, not the result's.
-            curves.append({"run": os.path.relpath(run_dir, self.out), "head": training.read_run(run_dir)["spec"]["head"],
+            curves.append({"run": os.path.relpath(run_dir, self.out), "head": spec["head"],
+                           "start": constructor[1] if spec["weights"] and spec["weights"] == constructor[0] else 0,
                            "progress": {key: metrics["progress"][key] for key in ("iteration", "loss")},
                            "validation": metrics["validation"]})
         return curves
@@ -422,7 +426,7 @@ class Experiment:
             results["constructor"] = {"val_accuracy": softlabel_info["val_accuracy"],
                                       "test_accuracy": results.pop("constructor_test_accuracy")}
         results["curves"] = self.curves(([constructor_dir] if constructor_dir else []) + repeats[0]["baseline"] +
-                                        repeats[0]["ensemble"])
+                                        repeats[0]["ensemble"], constructor_dir)
         if not self.data:
             results["true_softlabels"] = self.true_softlabels().tolist()
             results["label_noise_entropy"] = synth.label_noise_entropy(self.source(), self.config["ensemble"]["train"])

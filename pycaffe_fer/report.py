@@ -98,9 +98,10 @@ def plot_curves(curves, noise_entropy, path):
     for column, (head, title) in enumerate((("hard", "hard labels: cross-entropy"), ("soft", "soft labels: KL divergence"))):
         loss, accuracy = axes[0, column], axes[1, column]
         for curve in (c for c in curves if c["head"] == head):
-            line, = loss.plot(curve["progress"]["iteration"], curve["progress"]["loss"], ".-", label=curve["run"])
-            accuracy.plot(curve["validation"]["iteration"], [100 * a for a in curve["validation"]["val_accuracy"]],
-                          "o-", color=line.get_color())
+            line, = loss.plot([curve["start"] + i for i in curve["progress"]["iteration"]], curve["progress"]["loss"], ".-",
+                              label=curve["run"])
+            accuracy.plot([curve["start"] + i for i in curve["validation"]["iteration"]],
+                          [100 * a for a in curve["validation"]["val_accuracy"]], "o-", color=line.get_color())
         if head == "hard" and noise_entropy is not None:
             loss.axhline(noise_entropy, color="black", linestyle="--",
                          label="the labels' noise entropy (%.3f)" % noise_entropy)
@@ -108,7 +109,7 @@ def plot_curves(curves, noise_entropy, path):
         loss.set_ylabel("training loss (nats)")
         loss.grid(alpha=0.3)
         loss.legend(fontsize=7)
-        accuracy.set_xlabel("iteration")
+        accuracy.set_xlabel("iteration (a fine-tune of the constructor counted on from its end)")
         accuracy.set_ylabel("validation accuracy (%)")
         accuracy.grid(alpha=0.3)
     _save(figure, path)

@@ -8,7 +8,8 @@ and the keys named here.
     softlabels       {source, matrix (C x C), off_diagonal, near_ties, val_accuracy?}
     true_softlabels  C x C, where the true mixtures are known (the synthetic set)
     label_noise_entropy  the mean entropy of the training faces' true mixtures (the synthetic set)
-    curves           [{run, head (hard | soft), progress: {iteration, loss},
+    curves           [{run, head (hard | soft), start (0, or the constructor's iterations for a fine-tune
+                       of it), progress: {iteration, loss},
                        validation: {iteration, val_accuracy}}]: the constructor's, the hard-label
                       baseline's and the perturbed ensemble's training curves (training.read_metrics)
     constructor      {val_accuracy, test_accuracy}, when a constructor was trained

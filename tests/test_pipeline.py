@@ -144,6 +144,7 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     curves = {curve["run"]: curve for curve in results["curves"]}
     assert curves["constructor/hard"]["head"] == "hard" and curves["ensemble/g1.4"]["head"] == "soft"
     assert curves["constructor/hard"]["progress"]["iteration"] == [10, 20]
+    assert curves["constructor/hard"]["start"] == 0 and curves["baseline/seed0"]["start"] == 20   # fine-tunes of it
     assert curves["constructor/hard"]["validation"]["iteration"] == [10, 20]
     assert sorted(curves) == ["baseline/seed0", "baseline/seed1", "constructor/hard", "ensemble/g0.6", "ensemble/g1.4",
                               "ensemble/g2.2"]
