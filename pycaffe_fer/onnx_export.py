@@ -26,7 +26,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .classes import CLASSES
-from .datasets.base import file_md5
+from .datasets.base import file_digest
 from .ensemble import FUSIONS
 from .errors import InputError
 
@@ -42,7 +42,7 @@ METADATA_KEYS = ("classes", "fusion", "mean_value", "input_scale", "input_size",
 
 def run_fingerprint(member):
     """MD5 of a member's deploy prototxt and caffemodel: which trained net an export came from."""
-    return hashlib.md5((file_md5(member["deploy"]) + file_md5(member["model"])).encode()).hexdigest()
+    return hashlib.md5((file_digest(member["deploy"]) + file_digest(member["model"])).encode()).hexdigest()
 
 
 def _pair(param, name, default):

@@ -118,8 +118,9 @@ def truncation(data):
     return None
 
 
-def file_md5(path, chunk=1 << 20):
-    digest = hashlib.md5()
+def file_digest(path, algorithm="md5", chunk=1 << 20):
+    """The hex digest of a file (md5 unless `algorithm` names another of hashlib's), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)

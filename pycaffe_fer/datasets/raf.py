@@ -9,7 +9,7 @@ import csv
 import os
 
 from ..errors import InputError
-from .base import Dataset, ImageFile, file_md5, make_sample, require_samples, source_file
+from .base import Dataset, ImageFile, file_digest, make_sample, require_samples, source_file
 
 # 0-based RAF label -> canonical label (the permutation is its own inverse).
 RAF_TO_CANONICAL = (5, 2, 1, 3, 4, 0, 6)
@@ -94,7 +94,7 @@ def read_basic(source, root, split, bad, images):
                 continue
             samples.append(make_sample(stem, label, ImageFile(path)))
     require_samples(samples, labels_path, split)
-    return Dataset(samples, "raf", split, source, [source_file(labels_path, file_md5(labels_path))], bad.messages,
+    return Dataset(samples, "raf", split, source, [source_file(labels_path, file_digest(labels_path))], bad.messages,
                    notes={"images": images})
 
 
@@ -133,5 +133,5 @@ def read_kaggle(source, root, split, bad):
             key = stem[:-len("_aligned")] if stem.endswith("_aligned") else stem
             samples.append(make_sample(key, label, ImageFile(path)))
     require_samples(samples, labels_path, split)
-    return Dataset(samples, "raf", split, source, [source_file(labels_path, file_md5(labels_path))], bad.messages,
+    return Dataset(samples, "raf", split, source, [source_file(labels_path, file_digest(labels_path))], bad.messages,
                    notes={"layout": "kaggle"})
