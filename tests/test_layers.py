@@ -55,7 +55,7 @@ def set_inputs(net, scores, targets, labels=None):
 
 def loss_and_gradient(net, name):
     net.forward()
-    loss = float(net.blobs[name].data)
+    loss = net.blobs[name].data.item()
     for blob in net.params.values():
         blob[0].diff[...] = 0
     net.backward()
@@ -79,7 +79,7 @@ def test_gradient_matches_finite_differences(tmp_path, shape, form):
             moved = scores.copy()
             moved[index] += sign * step
             set_inputs(net, moved, targets)
-            losses.append(float(net.forward()["loss"]))
+            losses.append(net.forward()["loss"].item())
         numeric[index] = (losses[0] - losses[1]) / (2 * step)
     np.testing.assert_allclose(gradient, numeric, atol=2e-4)
     assert np.abs(gradient).max() > 1e-2   # a real gradient, not zeros on both sides
@@ -92,11 +92,11 @@ def test_kl_is_zero_when_prediction_equals_target_and_cross_entropy_adds_the_ent
     scores = np.log(np.maximum(targets, 1e-30)) + 3.0   # softmax(scores) == targets
     kl = loss_net(tmp_path, (4, 7), [("loss", "kl", 1)])
     set_inputs(kl, scores, targets)
-    assert abs(float(kl.forward()["loss"])) < 1e-6
+    assert abs(kl.forward()["loss"].item()) < 1e-6
     entropy = -(targets * np.log(np.where(targets > 0, targets, 1))).sum() / 4
     cross_entropy = loss_net(tmp_path, (4, 7), [("loss", "kl", 1)], '{"form": "cross_entropy"}')
     set_inputs(cross_entropy, scores, targets)
-    assert float(cross_entropy.forward()["loss"]) == pytest.approx(entropy, rel=1e-5)
+    assert cross_entropy.forward()["loss"].item() == pytest.approx(entropy, rel=1e-5)
 
 
 def test_one_hot_targets_equal_softmax_with_loss_and_loss_weight_scales_the_gradient(tmp_path):
@@ -108,8 +108,8 @@ def test_one_hot_targets_equal_softmax_with_loss_and_loss_weight_scales_the_grad
     net.forward()
     net.backward()
     grad = {name: net.params[name + "_scores"][0].diff.copy() for name in ("kl", "softmax", "half")}
-    assert float(net.blobs["kl"].data) == pytest.approx(float(net.blobs["softmax"].data), abs=1e-5)
-    assert float(net.blobs["kl"].data) > 0.5
+    assert net.blobs["kl"].data.item() == pytest.approx(net.blobs["softmax"].data.item(), abs=1e-5)
+    assert net.blobs["kl"].data.item() > 0.5
     np.testing.assert_allclose(grad["kl"], grad["softmax"], atol=1e-5)
     np.testing.assert_allclose(grad["half"], 0.5 * grad["kl"], atol=1e-7)
     assert np.abs(grad["kl"]).max() > 0.01

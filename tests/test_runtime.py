@@ -63,7 +63,7 @@ def test_python_layer_trains_through_sgd_solver(tiny_training_set):
     losses = []
     for _ in range(40):
         solver.step(1)
-        losses.append(float(solver.net.blobs["loss"].data))
+        losses.append(solver.net.blobs["loss"].data.item())
     assert np.log(7) * 0.8 < losses[0] < np.log(7) * 1.2   # untrained: close to uniform
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
 
