@@ -9,7 +9,7 @@
 # and proxy settings, clones this checkout's HEAD into it and runs `make test` and `make demo`
 # there as root, with a clean environment and an empty build cache. It prints each step's time and
 # the pytest summary; the logs and the root stay in the cache until the next run of that release.
-# Needs root (debootstrap, chroot, mount) and debootstrap (apt-get install debootstrap).
+# Needs root (debootstrap, chroot, mount); installs debootstrap when it is missing.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 os="${1:-debian13}"
@@ -25,7 +25,7 @@ ROOT="$CACHE/$release-run"         # this run's copy
 LOGS="$CACHE/$release-logs"
 say() { printf '[fresh-os-check %s] %s\n' "$os" "$*"; }
 [ "$(id -u)" = 0 ] || { echo "fresh_os_check.sh: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
-command -v debootstrap >/dev/null || { echo "fresh_os_check.sh: no debootstrap here: apt-get install debootstrap" >&2; exit 1; }
+command -v debootstrap >/dev/null || "$REPO/tools/apt_install_missing.sh" debootstrap
 
 total_start=$SECONDS
 step_start=$SECONDS
