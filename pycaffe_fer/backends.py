@@ -33,13 +33,13 @@ class CaffeBackend:
         from .scoring import load_nets
 
         self.spec = spec
-        self.input_size, self.grayscale = int(spec["input_size"]), bool(spec["grayscale"])
-        self.nets = load_nets(spec["members"], gpu)
+        self.input_size, self.grayscale = int(spec.input_size), bool(spec.grayscale)
+        self.nets = load_nets(spec.members, gpu)
 
     def run(self, faces):
         batch = [(faces.transpose(0, 3, 1, 2), np.zeros(len(faces), dtype=int))]
-        scores, _ = ensemble.forward_scores(self.nets, batch, self.spec["mean_value"], float(self.spec["input_scale"]))
-        return fused_outputs(scores, self.spec["fusion"])
+        scores, _ = ensemble.forward_scores(self.nets, batch, self.spec.mean_value, float(self.spec.input_scale))
+        return fused_outputs(scores, self.spec.fusion)
 
 
 class OpenCVBackend:
@@ -49,25 +49,25 @@ class OpenCVBackend:
         import cv2
 
         self.spec = spec
-        self.input_size, self.grayscale = int(spec["input_size"]), bool(spec["grayscale"])
+        self.input_size, self.grayscale = int(spec.input_size), bool(spec.grayscale)
         self.nets = []
-        for member in spec["members"]:
+        for member in spec.members:
             try:
-                net = cv2.dnn.readNetFromCaffe(member["deploy"], member["model"])
+                net = cv2.dnn.readNetFromCaffe(member.deploy, member.model)
             except cv2.error as error:
-                raise InputError("%s: OpenCV's DNN module cannot read it (%s)" % (member["deploy"], str(error).strip()))
+                raise InputError("%s: OpenCV's DNN module cannot read it (%s)" % (member.deploy, str(error).strip()))
             if gpu is not None:
                 net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
                 net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA)
             self.nets.append(net)
 
     def run(self, faces):
-        data = ensemble.preprocess(faces.transpose(0, 3, 1, 2), self.spec["mean_value"], float(self.spec["input_scale"]))
+        data = ensemble.preprocess(faces.transpose(0, 3, 1, 2), self.spec.mean_value, float(self.spec.input_scale))
         scores = []
         for net in self.nets:
             net.setInput(data)
             scores.append(net.forward(onnx_export.SCORE_BLOB).reshape(len(faces), -1))
-        return fused_outputs(scores, self.spec["fusion"])
+        return fused_outputs(scores, self.spec.fusion)
 
 
 class OnnxBackend:
@@ -87,7 +87,7 @@ class OnnxBackend:
         except Exception as error:      # onnxruntime raises its own untyped errors for bad files
             raise InputError("%s: onnxruntime cannot load it (%s)" % (path, str(error).splitlines()[0]))
         self.metadata = onnx_export.read_metadata(self.session.get_modelmeta().custom_metadata_map)
-        self.input_size, self.grayscale = int(self.metadata["input_size"]), bool(self.metadata["grayscale"])
+        self.input_size, self.grayscale = int(self.metadata.input_size), bool(self.metadata.grayscale)
 
     def run(self, faces):
         image = faces[..., :1] if self.grayscale else faces
@@ -116,8 +116,8 @@ def ensemble_onnx(run_root, spec, gpu=None, log=None):
     path = os.path.join(run_root, ENSEMBLE_ONNX)
     if os.path.exists(path):
         backend = OnnxBackend(path, gpu)
-        if [s["fingerprint"] for s in backend.metadata["sources"]] == [
-                onnx_export.run_fingerprint(member) for member in spec["members"]]:
+        if [s["fingerprint"] for s in backend.metadata.sources] == [
+                onnx_export.run_fingerprint(member) for member in spec.members]:
             return backend
     if not (available("caffe") and available("onnx export")):
         raise InputError("%s is missing or not from the ensemble's caffemodels, and exporting it needs Caffe and "

@@ -99,10 +99,13 @@ def apply_override(config, override):
 # ---- validation: the whole config, before anything is built or trained -------------------------
 
 class Spec:
-    """What one config value may be: ``accepts(value)`` and the words naming the allowed values."""
+    """What one config value may be: ``accepts(value)`` and the words naming the allowed values; and
+    what the typed settings read (Settings): ``convert(value)``, and ``default`` for an optional key
+    the config leaves out."""
 
-    def __init__(self, accepts, allowed, optional=False):
+    def __init__(self, accepts, allowed, optional=False, convert=None, default=None):
         self.accepts, self.allowed, self.optional = accepts, allowed, optional
+        self.convert, self.default = convert or (lambda value: value), default
 
 
 class Section:
@@ -122,7 +125,7 @@ def choice(*values, **kw):
 
 def integer(low=None, **kw):
     return Spec(lambda v: isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low),
-                "an integer" + ("" if low is None else " >= %d" % low), **kw)
+                "an integer" + ("" if low is None else " >= %d" % low), convert=int, **kw)
 
 
 def number(low, high=None, low_open=False, high_open=True, **kw):
@@ -132,7 +135,7 @@ def number(low, high=None, low_open=False, high_open=True, **kw):
     bounds = ("> %g" if low_open else ">= %g") % low
     if high is not None:
         bounds += (" and < %g" if high_open else " and <= %g") % high
-    return Spec(accepts, "a number " + bounds, **kw)
+    return Spec(accepts, "a number " + bounds, convert=float, **kw)
 
 
 def text(**kw):
@@ -146,19 +149,22 @@ def flag(**kw):
 def list_of(item, length=None, **kw):
     return Spec(lambda v: isinstance(v, list) and (length is None or len(v) == length) and all(item.accepts(i) for i in v),
                 "a list of %s%s" % ("%d " % length if length else "", item.allowed.replace("a ", "", 1).replace("one of", "values of")),
-                **kw)
+                convert=lambda v: [item.convert(i) for i in v], **kw)
 
 
 def nullable(spec):
     """The value may also be null (YAML null, ~ or nothing after the colon)."""
-    return Spec(lambda v: v is None or spec.accepts(v), spec.allowed + ", or null", optional=spec.optional)
+    return Spec(lambda v: v is None or spec.accepts(v), spec.allowed + ", or null", optional=spec.optional,
+                convert=spec.convert)
 
 
 SPLIT = choice(*SPLITS)
 CONTROLS = SOURCES[1:]          # every soft-label source but the constructor's D
-# ensemble.baseline: false (none), true (one hard-label net) or {n: N} (a hard-label ensemble of N).
+# ensemble.baseline: false (none), true (one hard-label net) or {n: N} (a hard-label ensemble of N);
+# the settings read the number of hard-label nets, 0, 1 or N.
 BASELINE = Spec(lambda v: isinstance(v, bool) or (isinstance(v, dict) and set(v) == {"n"} and integer(1).accepts(v["n"])),
-                "true, false or {n: N} with N an integer >= 1")
+                "true, false or {n: N} with N an integer >= 1",
+                convert=lambda v: v["n"] if isinstance(v, dict) else int(v))
 GAMMAS = list_of(number(0, low_open=True))
 # The keys of `net` and `solver` are the templates' variables (pycaffe_fer.templates.section_keys;
 # a test keeps the two equal); here is what values they take.
@@ -175,7 +181,7 @@ SOLVER = {"base_lr": number(0), "lr_policy": choice("fixed", "step"),
 
 def _partial(keys):
     """The same keys, each optional: a section that overrides some of another's."""
-    return {key: Spec(spec.accepts, spec.allowed, optional=True) for key, spec in keys.items()}
+    return {key: Spec(spec.accepts, spec.allowed, optional=True, convert=spec.convert) for key, spec in keys.items()}
 
 
 SCHEMA = Section({
@@ -186,8 +192,8 @@ SCHEMA = Section({
         "lmdb_dir": text(),
         "sizes": Spec(lambda v: isinstance(v, dict) and all(k in SPLITS and integer(1).accepts(n) for k, n in v.items()),
                       "a mapping of splits (%s) to record counts >= 1" % ", ".join(SPLITS), optional=True),
-        "seed": integer(0, optional=True),
-        "detect": flag(optional=True),
+        "seed": integer(0, optional=True, default=0),
+        "detect": flag(optional=True, default=False),
         "synthetic": Section({"seed": integer(0), "train": integer(NUM_CLASSES), "val": integer(NUM_CLASSES),
                               "test": integer(NUM_CLASSES), "layouts": list_of(choice(*LAYOUTS))}, optional=True),
     }),
@@ -213,12 +219,6 @@ SCHEMA = Section({
         ("account", text(optional=True)), ("qos", text(optional=True)), ("extra", text(optional=True)))},
         optional=True),
 })
-
-
-def baseline_size(ensemble):
-    """How many hard-label nets ``ensemble.baseline`` asks for: 0, 1 or N."""
-    baseline = ensemble["baseline"]
-    return baseline["n"] if isinstance(baseline, dict) else int(baseline)
 
 
 # experiment folder/config.yaml: the resolved config an experiment was run with, and its command line.
@@ -320,3 +320,30 @@ def validate(config):
         raise InputError("config ensemble.gammas: [] but the ensemble's gammas come from it (investigation.select: "
                          "config or no investigation.gammas): name at least one")
     return config
+
+
+class Settings:
+    """A validated config section read by attribute: each key of its Section, as its Spec converts
+    it (numbers float, integers int, ensemble.baseline the number of hard-label nets); a key left out
+    reads as its Spec's default (None unless it names one), null as None, a section left out as None.
+    ``as_dict()``: the section as the config writes it (for the templates and the JSON files)."""
+
+    def __init__(self, section, values):
+        self._values = values
+        for key, spec in section.keys.items():
+            value = values.get(key)
+            if isinstance(spec, Section):
+                value = None if value is None else Settings(spec, value)
+            elif key not in values:
+                value = spec.default
+            elif value is not None:
+                value = spec.convert(value)
+            setattr(self, key, value)
+
+    def as_dict(self):
+        return self._values
+
+
+def settings(config):
+    """The typed settings of a config: validate(config), read as Settings."""
+    return Settings(SCHEMA, validate(config))

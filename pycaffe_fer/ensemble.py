@@ -5,6 +5,7 @@ and its preprocessed batch is forwarded through every net, and ensemble.json: wh
 ensemble is (its members' deploy prototxts and models, the fusion and the input transform), for
 prediction.
 """
+import collections
 import json
 import os
 
@@ -15,24 +16,44 @@ from .errors import InputError
 
 FUSIONS = ("score", "probability")
 ENSEMBLE_FILE = "ensemble.json"
+# ensemble.json: the members' nets, how their scores are fused, and the TEST phase's transform of
+# the input (from the config's net section; grayscale: trained on gray images, datasets.is_gray).
+Ensemble = collections.namedtuple("Ensemble", "members fusion mean_value input_scale input_size grayscale")
+# One base classifier: its deploy prototxt and caffemodel, and the run's name and gamma (None: hard labels).
+Member = collections.namedtuple("Member", "deploy model name gamma")
+
+
+def member(run_dir):
+    """The Member of a finished run directory."""
+    from . import training    # here, not above: config imports this module without Caffe or lmdb
+
+    spec = training.read_spec(run_dir)
+    return Member(os.path.join(run_dir, "deploy.prototxt"), training.final_model(run_dir), spec.name, spec.gamma)
+
+
+def read_member(record):
+    """The Member a JSON record of one holds (other keys of the record, such as scoring's, left out)."""
+    return Member(*(record[field] for field in Member._fields))
 
 
 def write_ensemble(run_root, members, fusion, net_config, grayscale):
-    """<run_root>/ensemble.json. members: [{deploy, model, name, gamma}]."""
+    """<run_root>/ensemble.json of these Members, fused by ``fusion``, with the net section's transform."""
     with atomic_path(os.path.join(run_root, ENSEMBLE_FILE)) as tmp:
         with open(tmp, "w") as handle:
-            json.dump({"members": members, "fusion": fusion, "mean_value": net_config["mean_value"],
+            json.dump({"members": [m._asdict() for m in members], "fusion": fusion, "mean_value": net_config["mean_value"],
                        "input_scale": net_config["input_scale"], "input_size": net_config["input_size"],
                        "grayscale": grayscale}, handle, indent=2)
 
 
 def load_ensemble(run_root):
+    """The experiment's Ensemble, from its ensemble.json."""
     path = os.path.join(run_root, ENSEMBLE_FILE)
     if not os.path.exists(path):
         raise InputError("%s: no ensemble.json: is this an experiment directory whose base classifiers "
                          "finished training?" % run_root)
     with open(path) as handle:
-        return json.load(handle)
+        spec = json.load(handle)
+    return Ensemble(**dict(spec, members=[read_member(m) for m in spec["members"]]))
 
 
 def average_scores(score_list):

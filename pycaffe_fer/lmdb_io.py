@@ -68,6 +68,12 @@ def record_key(index, source_key):
     return ("%08d_%s" % (index, source_key)).encode("utf-8")
 
 
+def parse_record_key(key):
+    """(index, source key) of a key ``record_key`` wrote."""
+    index, _, source_key = key.decode("utf-8").partition("_")
+    return int(index), source_key
+
+
 def image_datum(image, label):
     """Serialized Datum of an H x W x C (OpenCV's BGR layout) or H x W uint8 image."""
     image = np.asarray(image, dtype=np.uint8)

@@ -16,6 +16,7 @@ deploy prototxt and the weights Caffe loads from its caffemodel; only the layer 
 emit are known, any other is refused by name. The metadata records the opset, the preprocessing and
 each source run's fingerprint (MD5 of its deploy prototxt's and caffemodel's MD5s).
 """
+import collections
 import hashlib
 import json
 import os
@@ -37,12 +38,13 @@ SCORE_BLOB = "fc8_expression"   # the classifier of prototxt/vgg16.j2, whose sco
 # protobuf refuses to serialize a message over 2 GiB: bigger weights go to a side file.
 EXTERNAL_DATA_BYTES = 1 << 30
 LAYER_TYPES = ("Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Dropout", "Softmax")
-METADATA_KEYS = ("classes", "fusion", "mean_value", "input_scale", "input_size", "grayscale", "opset", "sources")
+# The export's metadata (model properties, each JSON text), as read_metadata gives it.
+Metadata = collections.namedtuple("Metadata", "classes fusion mean_value input_scale input_size grayscale opset sources")
 
 
 def run_fingerprint(member):
     """MD5 of a member's deploy prototxt and caffemodel: which trained net an export came from."""
-    return hashlib.md5((file_digest(member["deploy"]) + file_digest(member["model"])).encode()).hexdigest()
+    return hashlib.md5((file_digest(member.deploy) + file_digest(member.model)).encode()).hexdigest()
 
 
 def _pair(param, name, default):
@@ -163,49 +165,48 @@ def read_deploy(path):
 
 
 def build_model(spec):
-    """The ONNX ModelProto of an ensemble spec (ensemble.json's fields: members, fusion, mean_value,
-    input_scale, input_size, grayscale)."""
+    """The ONNX ModelProto of an ensemble.Ensemble."""
     import caffe
     from onnx import TensorProto, helper
 
-    if spec["fusion"] not in FUSIONS:
-        raise InputError("fusion must be one of %s, got %r" % (", ".join(FUSIONS), spec["fusion"]))
-    size = int(spec["input_size"])
-    channels = 1 if spec["grayscale"] else 3
+    if spec.fusion not in FUSIONS:
+        raise InputError("fusion must be one of %s, got %r" % (", ".join(FUSIONS), spec.fusion))
+    size = int(spec.input_size)
+    channels = 1 if spec.grayscale else 3
     graph = _Graph()
     x = graph.node("Cast", [INPUT], "pre/float", to=TensorProto.FLOAT)
     x = graph.node("Transpose", [x], "pre/nchw", perm=[0, 3, 1, 2])
     if channels == 1:
         x = graph.node("Concat", [x, x, x], "pre/bgr", axis=1)
-    mean = np.asarray(spec["mean_value"], dtype=np.float32).reshape(1, -1, 1, 1)
+    mean = np.asarray(spec.mean_value, dtype=np.float32).reshape(1, -1, 1, 1)
     x = graph.node("Sub", [x, graph.constant("pre/mean", mean)], "pre/centred")
-    data = graph.node("Mul", [x, graph.constant("pre/scale", np.float32(spec["input_scale"]))], "pre/data")
+    data = graph.node("Mul", [x, graph.constant("pre/scale", np.float32(spec.input_scale))], "pre/data")
 
     caffe.set_mode_cpu()
     member_scores, sources = [], []
-    for index, member in enumerate(spec["members"]):
-        for key in ("deploy", "model"):
-            if not os.path.exists(member[key]):
-                raise InputError("member %s: %s does not exist" % (member.get("name", index), member[key]))
-        deploy = read_deploy(member["deploy"])      # an unknown layer type fails before Caffe builds it
-        net = caffe.Net(member["deploy"], caffe.TEST, weights=member["model"])
+    for index, member in enumerate(spec.members):
+        for path in (member.deploy, member.model):
+            if not os.path.exists(path):
+                raise InputError("member %s: %s does not exist" % (member.name, path))
+        deploy = read_deploy(member.deploy)      # an unknown layer type fails before Caffe builds it
+        net = caffe.Net(member.deploy, caffe.TEST, weights=member.model)
         expected = (3, size, size)
         if tuple(net.blobs["data"].data.shape[1:]) != expected:
             raise InputError("%s: the net's input is %s, the ensemble's %s" % (
-                member["deploy"], "x".join(map(str, net.blobs["data"].data.shape[1:])), "x".join(map(str, expected))))
-        tensors = translate_net(graph, "m%d/" % index, member["deploy"], deploy, net, data)
+                member.deploy, "x".join(map(str, net.blobs["data"].data.shape[1:])), "x".join(map(str, expected))))
+        tensors = translate_net(graph, "m%d/" % index, member.deploy, deploy, net, data)
         if SCORE_BLOB not in tensors:
-            raise InputError("%s: no %s blob (the classifier scores) to fuse" % (member["deploy"], SCORE_BLOB))
+            raise InputError("%s: no %s blob (the classifier scores) to fuse" % (member.deploy, SCORE_BLOB))
         scores = tensors[SCORE_BLOB]
-        if spec["fusion"] == "probability":
+        if spec.fusion == "probability":
             scores = graph.node("Softmax", [scores], "m%d/fused_softmax" % index, axis=1)
         member_scores.append(scores)
-        sources.append({"name": member.get("name"), "gamma": member.get("gamma"),
-                        "deploy": os.path.abspath(member["deploy"]), "model": os.path.abspath(member["model"]),
+        sources.append({"name": member.name, "gamma": member.gamma,
+                        "deploy": os.path.abspath(member.deploy), "model": os.path.abspath(member.model),
                         "fingerprint": run_fingerprint(member)})
         del net
     graph.node("Mean", member_scores, SCORES)                 # eq. 7
-    if spec["fusion"] == "score":
+    if spec.fusion == "score":
         graph.node("Softmax", [SCORES], PROBABILITIES, axis=1)
     else:
         graph.node("Identity", [SCORES], PROBABILITIES)
@@ -217,10 +218,10 @@ def build_model(spec):
         graph.initializers)
     model = helper.make_model(onnx_graph, producer_name="pycaffe_fer", opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
-    metadata = {"classes": list(CLASSES), "fusion": spec["fusion"], "mean_value": list(map(float, spec["mean_value"])),
-                "input_scale": float(spec["input_scale"]), "input_size": size, "grayscale": bool(spec["grayscale"]),
-                "opset": OPSET, "sources": sources}
-    helper.set_model_props(model, {key: json.dumps(metadata[key]) for key in METADATA_KEYS})
+    metadata = Metadata(classes=list(CLASSES), fusion=spec.fusion, mean_value=list(map(float, spec.mean_value)),
+                        input_scale=float(spec.input_scale), input_size=size, grayscale=bool(spec.grayscale),
+                        opset=OPSET, sources=sources)
+    helper.set_model_props(model, {key: json.dumps(value) for key, value in metadata._asdict().items()})
     return model
 
 
@@ -253,30 +254,27 @@ def save_model(model, out, external_data_bytes=EXTERNAL_DATA_BYTES):
 
 
 def run_spec(run_dir):
-    """A one-member spec for a single run directory, from its run.json (preprocessing from the run's
-    net settings; gray input when its training LMDB was built from FER-2013 or FER+)."""
-    from . import training
-    from .datasets import CSV_FORMATS
+    """A one-member ensemble.Ensemble of a single run directory (preprocessing from the run's net
+    settings; gray input when its training LMDB was built from a gray format, datasets.is_gray)."""
+    from . import ensemble, training
+    from .datasets import is_gray
     from .lmdb_io import read_manifest
 
     if not os.path.exists(os.path.join(run_dir, training.RUN_FILE)):
         raise InputError("%s: no %s: not a run directory" % (run_dir, training.RUN_FILE))
-    run = training.read_run(run_dir)
-    net = run["settings"]["net"]
+    net, train_lmdb = training.read_settings(run_dir)["net"], training.read_spec(run_dir).train_lmdb
     try:
-        data_format = read_manifest(run["spec"]["train_lmdb"])["format"]
+        data_format = read_manifest(train_lmdb)["format"]
     except (OSError, KeyError, ValueError):
         raise InputError("%s: its training LMDB %s is gone or has no manifest: cannot tell whether the net "
-                         "takes gray or colour images" % (run_dir, run["spec"]["train_lmdb"]))
-    member = {"deploy": os.path.join(run_dir, "deploy.prototxt"), "model": training.final_model(run_dir),
-              "name": run["spec"]["name"], "gamma": run["spec"]["gamma"]}
-    return {"members": [member], "fusion": "score", "mean_value": net["mean_value"], "input_scale": net["input_scale"],
-            "input_size": net["input_size"], "grayscale": data_format in CSV_FORMATS}   # gray pixels
+                         "takes gray or colour images" % (run_dir, train_lmdb))
+    return ensemble.Ensemble([ensemble.member(run_dir)], "score", net["mean_value"], net["input_scale"], net["input_size"],
+                             is_gray(data_format))
 
 
 def read_metadata(model_or_session_meta):
-    """The export's metadata dict from a loaded model's custom metadata map ({key: JSON text})."""
-    missing = [key for key in METADATA_KEYS if key not in model_or_session_meta]
+    """The export's Metadata from a loaded model's custom metadata map ({key: JSON text})."""
+    missing = [key for key in Metadata._fields if key not in model_or_session_meta]
     if missing:
         raise InputError("not a pycaffe_fer export: its metadata lacks %s" % ", ".join(missing))
-    return {key: json.loads(model_or_session_meta[key]) for key in METADATA_KEYS}
+    return Metadata(*(json.loads(model_or_session_meta[key]) for key in Metadata._fields))

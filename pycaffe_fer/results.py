@@ -1,43 +1,86 @@
 """results.json: the evaluation's numbers, written by the pipeline and read by the report.
 
-This module is the one home of the format. The pipeline builds the dict with ``evaluation`` (from
-every net's test scores); the report reads it through ``methods``, ``method``
-and the keys named here.
+This module is the one home of the format: ``evaluation`` and ``over_repeats`` compute its test-set
+part from every net's scores, ``results`` puts it together with the pipeline's other entries,
+``write_results`` writes it and ``read_results`` reads it back as a ``Results`` whose objects are
+the record types below (fields absent from a file read as None).
 
-    experiment, data_description, test_split, test_count, test_lmdb
-    softlabels       {source, matrix (C x C), off_diagonal, near_ties, val_accuracy?}
+    Results          the top level
+    SoftLabels       D (matrix, C x C), where it came from, rows off the diagonal or near-tied
     true_softlabels  C x C, where the true mixtures are known (the synthetic set)
     label_noise_entropy  the mean entropy of the training faces' true mixtures (the synthetic set)
-    curves           [{run, head (hard | soft), start (0, or the constructor's iterations for a fine-tune
-                       of it), progress: {iteration, loss},
-                       validation: {iteration, val_accuracy}}]: the constructor's, the hard-label
-                      baseline's and the perturbed ensemble's training curves (training.read_metrics)
-    constructor      {val_accuracy, test_accuracy}, when a constructor was trained
-    investigation    {gammas, accuracy, selected, rule, train, val} or null
-    methods          [{id, label, kind, accuracy, ci95, per_class (recall per true class, %), nll, brier, ece,
-                       kl_to_truth, tv_to_truth, top2_agreement (true mixtures known),
-                       init, iterations, n, seeds, runs (the terms it was trained on, its run folders),
-                       mcnemar_p, mcnemar_discordant, difference_ci95 (perturbed ensembles: vs the
-                       hard-label baseline, best_single, best_hard_single, each fixed-gamma ensemble
-                       and each control), gamma (singles, fixed_gamma), source and gammas (controls),
-                       members (ensembles: their singles' ids; fixed_gamma, controls: their runs'
-                       names), member_accuracies, diversity, gain_over_mean_single (every ensemble),
-                       repeats (its accuracy in each repeat), mean, sd (over repeats; null for one)}]
-                     kinds: ensemble, single, fixed_gamma, baseline (the hard-label ensemble, or one
-                     hard-label net), hard_single (the hard-label ensemble's members), control
-    ensemble         {fusion, method (id of the ensemble as configured), best_single,
-                      best_hard_single (or null), confusion, disagreement, diversity}
-    repeats          {count, method (the perturbed ensemble's id), comparisons: {method id: {differences
-                      (per repeat, points), mean, sd, t, p}}}: its paired t-tests across repeats
-    reliability      {method id: {count, confidence, accuracy}} per 15 bins, for the reliability diagram
-    examples         {soft: [...], misclassified: [...]}, each {index, label, prediction,
-                      probabilities, mixture?}: test images for Figs. 1 and 5-7
+    Curve            the constructor's, the hard-label baseline's and the perturbed ensemble's
+                     training curves (training.read_metrics); start: 0, or the constructor's
+                     iterations for a fine-tune of it
+    Constructor      its validation and test accuracy, when a constructor was trained
+    Investigation    Fig. 4's grid and the gammas selected from it, or None
+    Method           one row per method: its evidence (accuracy, ci95, per_class (recall per true
+                     class, %), calibration, distances to the true mixtures where known), its terms
+                     (init, iterations, n, seeds, runs) and, by kind, mcnemar_p, mcnemar_discordant,
+                     difference_ci95 (perturbed ensembles: vs the hard-label baseline, best_single,
+                     best_hard_single, each fixed-gamma ensemble and each control), gamma (singles,
+                     fixed_gamma), source and gammas (controls), members (ensembles: their singles'
+                     ids; fixed_gamma, controls: their runs' names), member_accuracies, diversity,
+                     gain_over_mean_single (every ensemble), repeats (its accuracy in each repeat),
+                     mean, sd (over repeats; None for one). kinds: ensemble, single, fixed_gamma,
+                     baseline (the hard-label ensemble, or one hard-label net), hard_single (the
+                     hard-label ensemble's members), control
+    EnsembleEvidence the configured ensemble (method), best_single, best_hard_single (or None), its
+                     confusion, members' disagreement and diversity
+    Repeats          the perturbed ensemble's paired t-tests across repeats (Comparison per method id)
+    reliability      {method id: Reliability} per 15 bins, for the reliability diagram
+    Examples         soft and misclassified test images (Example) for Figs. 1 and 5-7
 """
+import collections
+import json
+import os
+
 import numpy as np
 
 from . import ensemble as ensemble_eq
 from . import metrics
-from .classes import NUM_CLASSES
+from .atomic import atomic_path
+from .classes import CLASSES, NUM_CLASSES
+
+RESULTS_FILE = "results.json"
+
+
+def _record(name, fields):
+    """A record type of results.json: a namedtuple whose fields default to None."""
+    return collections.namedtuple(name, fields, defaults=(None,) * len(fields.split()))
+
+
+Results = _record("Results", "experiment data_description test_split test_count test_lmdb softlabels true_softlabels "
+                             "label_noise_entropy curves constructor investigation methods ensemble repeats reliability "
+                             "examples")
+SoftLabels = _record("SoftLabels", "source matrix off_diagonal near_ties val_accuracy")
+# A near-tied row of D (softlabel.near_ties): class_ is "class" in the file.
+NearTie = _record("NearTie", "class_ first second values")
+Constructor = _record("Constructor", "val_accuracy test_accuracy")
+Investigation = _record("Investigation", "gammas accuracy selected rule train val")
+Curve = _record("Curve", "run head start progress validation")
+Progress = _record("Progress", "iteration loss")
+Validation = _record("Validation", "iteration val_accuracy")
+Method = _record("Method", "id label kind accuracy ci95 per_class nll brier ece kl_to_truth tv_to_truth top2_agreement "
+                           "init iterations n seeds runs mcnemar_p mcnemar_discordant difference_ci95 gamma source gammas "
+                           "members member_accuracies diversity gain_over_mean_single repeats mean sd")
+EnsembleEvidence = _record("EnsembleEvidence", "fusion method best_single best_hard_single confusion disagreement diversity")
+Repeats = _record("Repeats", "count method comparisons")
+Comparison = _record("Comparison", "differences mean sd t p")
+Reliability = _record("Reliability", "count confidence accuracy")
+Examples = _record("Examples", "soft misclassified")
+Example = _record("Example", "index label prediction probabilities mixture")
+# How read_results reads the objects inside each record: a record type, or a list or a
+# {method id: ...} mapping of them.
+_NESTED = {
+    Results: {"softlabels": SoftLabels, "curves": ("list", Curve), "constructor": Constructor,
+              "investigation": Investigation, "methods": ("list", Method), "ensemble": EnsembleEvidence,
+              "repeats": Repeats, "reliability": ("map", Reliability), "examples": Examples},
+    SoftLabels: {"near_ties": ("list", NearTie)},
+    Curve: {"progress": Progress, "validation": Validation},
+    Repeats: {"comparisons": ("map", Comparison)},
+    Examples: {"soft": ("list", Example), "misclassified": ("list", Example)},
+}
 
 # Per method, beside its accuracy: calibration and, where the true mixtures are known, the
 # distances to them; (key, column heading) in the report's tables.
@@ -233,11 +276,60 @@ def examples(labels, probs, truth=None):
     return {"soft": soft, "misclassified": wrong}
 
 
-def methods(results):
-    """The method rows of a results dict, in table order."""
-    return results["methods"]
+def near_tie(j, first, second, first_value, second_value):
+    """The NearTie of a row of softlabel.near_ties (class indices and D's values)."""
+    return NearTie(CLASSES[j], CLASSES[first], CLASSES[second], [first_value, second_value])
+
+
+def results(evaluation, **entries):
+    """results.json's content: the test-set part (``evaluation``, ``over_repeats``) and the other
+    entries, by Results' field names (records or plain values)."""
+    return _plain(Results(**dict(evaluation, **entries)))
+
+
+def _plain(value):
+    """JSON's value of a record, list or mapping of them."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return collections.OrderedDict((field.rstrip("_"), _plain(v)) for field, v in zip(value._fields, value))
+    if isinstance(value, dict):
+        return collections.OrderedDict((key, _plain(v)) for key, v in value.items())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_results(exp_dir, content):
+    """exp_dir/results.json of ``results``' content."""
+    with atomic_path(os.path.join(exp_dir, RESULTS_FILE)) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump(content, handle, indent=2)
+
+
+def view(content):
+    """A Results of results.json's content (or of its test-set part alone)."""
+    return _read(Results, content)
+
+
+def read_results(exp_dir):
+    """The Results an experiment wrote into exp_dir/results.json."""
+    with open(os.path.join(exp_dir, RESULTS_FILE)) as handle:
+        return view(json.load(handle))
+
+
+def _read(kind, data):
+    nested = _NESTED.get(kind, {})
+    values = {}
+    for key, value in data.items():
+        inner = nested.get(key)
+        if value is not None and isinstance(inner, tuple):
+            value = ([_read(inner[1], v) for v in value] if inner[0] == "list"
+                     else collections.OrderedDict((k, _read(inner[1], v)) for k, v in value.items()))
+        elif value is not None and inner:
+            value = _read(inner, value)
+        values[key + "_" if key + "_" in kind._fields else key] = value
+    return kind(**values)
 
 
 def method(results, method_id):
-    """One method row by its id, or None."""
-    return next((row for row in results["methods"] if row["id"] == method_id), None)
+    """One Method of a Results by its id, or None."""
+    return next((row for row in results.methods if row.id == method_id), None)

@@ -26,11 +26,11 @@ SCORES_FILE = "scores.npz"
 
 
 def load_nets(members, gpu=None):
-    """caffe.Net (TEST) of each member: {"deploy": prototxt, "model": caffemodel}."""
+    """caffe.Net (TEST) of each ensemble.Member."""
     import caffe
 
     use_device(gpu)
-    return [caffe.Net(m["deploy"], caffe.TEST, weights=m["model"]) for m in members]
+    return [caffe.Net(m.deploy, caffe.TEST, weights=m.model) for m in members]
 
 
 def scores_on(lmdb_path, members, net_config, gpu=None):
@@ -48,7 +48,7 @@ def _model_identity(path):
 def prepare_scoring(directory, lmdb_path, members, net_config):
     """A scoring directory for these members on this LMDB. Scores computed earlier are kept only when
     they are of these very models (a retrained model has another size or time) and settings."""
-    wanted = {"lmdb": lmdb_path, "members": [dict(m, identity=_model_identity(m["model"])) for m in members],
+    wanted = {"lmdb": lmdb_path, "members": [dict(m._asdict(), identity=_model_identity(m.model)) for m in members],
               "net": {key: net_config[key] for key in ("test_batch_size", "mean_value", "input_scale")}}
     path = os.path.join(directory, SCORING_FILE)
     if os.path.exists(path):
@@ -68,7 +68,7 @@ def run_task(directory, gpu=None, log=print):
     with open(os.path.join(directory, SCORING_FILE)) as handle:
         job = json.load(handle)
     log("scoring %d net(s) on %s" % (len(job["members"]), job["lmdb"]))
-    scores, labels = scores_on(job["lmdb"], job["members"], job["net"], gpu)
+    scores, labels = scores_on(job["lmdb"], [ensemble.read_member(m) for m in job["members"]], job["net"], gpu)
     with atomic_path(os.path.join(directory, SCORES_FILE)) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, scores=np.stack(scores), labels=labels)

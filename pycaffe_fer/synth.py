@@ -30,7 +30,7 @@ from .datasets.fer2013 import USAGE_OF_SPLIT, row_key
 from .datasets.raf import RAF_TO_CANONICAL
 from .errors import InputError
 from .lmdb_build import default_workers, single_threaded_opencv
-from .lmdb_io import lmdb_keys
+from .lmdb_io import lmdb_keys, parse_record_key
 from .softlabel import construct, row_entropy
 
 # Expression parameters, each in [-1, 1] (signed) or [0, 1].
@@ -296,7 +296,7 @@ def mixtures_of_lmdb(source, split, lmdb_path):
     ``source``, in the LMDB's (shuffled) record order: N x 7."""
     keys, _, mixtures = read_mixtures(fer2013_mixtures_path(source), split)
     by_key = dict(zip(keys, mixtures))
-    return np.array([by_key[key.decode("utf-8").split("_", 1)[1]] for key in lmdb_keys(lmdb_path)])
+    return np.array([by_key[parse_record_key(key)[1]] for key in lmdb_keys(lmdb_path)])
 
 
 def _write_mixtures(path, rows):

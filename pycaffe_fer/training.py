@@ -14,6 +14,7 @@ the previous segment's snapshot, its data layers moved to where the previous seg
 Caffe's random generator seeded from (seed, first iteration). An interrupted run resumes at its last
 whole snapshot and, on the CPU with a fixed seed, ends with exactly the weights of an uninterrupted run.
 """
+import collections
 import csv
 import hashlib
 import json
@@ -42,9 +43,30 @@ class TrainingError(TaskFailed):
     """A run that cannot go on (loss became NaN/inf, or its process failed)."""
 
 
+# run.json's "spec" (make_spec's fields) as read_spec gives it; source and softlabels are a
+# soft-label run's only.
+RunSpec = collections.namedtuple("RunSpec", "name head gamma train_lmdb val_lmdb train_soft_lmdb val_soft_lmdb weights "
+                                            "seed source softlabels", defaults=(None, None))
+
+
 def read_run(run_dir):
     with open(os.path.join(run_dir, RUN_FILE)) as handle:
         return json.load(handle)
+
+
+def read_spec(run_dir):
+    """What the run is: its RunSpec."""
+    return RunSpec(**read_run(run_dir)["spec"])
+
+
+def read_settings(run_dir):
+    """The config sections the run trains with: {"net": ..., "solver": ...} (its own random_seed)."""
+    return read_run(run_dir)["settings"]
+
+
+def iterations(run_dir):
+    """How many iterations the run trains: its solver's max_iter."""
+    return int(read_settings(run_dir)["solver"]["max_iter"])
 
 
 def write_run(run_dir, run):
@@ -148,7 +170,7 @@ def prepare_run(run_dir, config, spec):
 
 def _whole_snapshots(run_dir):
     """{iteration: (caffemodel, solverstate)} of the snapshots whose writing completed."""
-    name = read_run(run_dir)["spec"]["name"]
+    name = read_spec(run_dir).name
     found = {}
     for entry in os.listdir(os.path.join(run_dir, SNAPSHOT_DIR)):
         if entry.endswith(".done"):

@@ -26,7 +26,7 @@ def random_ensemble(root, config="demo", members=3, fusion="score", grayscale=Tr
         caffe.set_random_seed(100 + index)
         model = os.path.join(root, "member%d.caffemodel" % index)
         caffe.Net(deploy, caffe.TEST).save(model)
-        spec_members.append({"deploy": deploy, "model": model, "name": "m%d" % index, "gamma": 1.0 + 0.4 * index})
+        spec_members.append(ensemble.Member(deploy, model, "m%d" % index, 1.0 + 0.4 * index))
     ensemble.write_ensemble(root, spec_members, fusion, net, grayscale)
     return root
 

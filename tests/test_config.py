@@ -110,14 +110,14 @@ def test_good_values_pass(override):
 def test_the_paper_configs_run_every_row_of_their_table(preset, fixed, hard):
     """Tables 2, 4, 6: the perturbed ensemble, two fixed-gamma ensembles, VGG-Face's hard-label
     ensemble and single (as many nets as the perturbed ensemble), and distinct seeds per member."""
-    ens = load_config(preset)["ensemble"]
-    assert ens["fixed_gamma"] == fixed and ens["seeds"] == "distinct"
-    assert config_module.baseline_size(ens) == hard == len(ens["gammas"])
+    ens = config_module.settings(load_config(preset)).ensemble
+    assert ens.fixed_gamma == fixed and ens.seeds == "distinct"
+    assert ens.baseline == hard == len(ens.gammas)
 
 
 @pytest.mark.parametrize("value, size", [("false", 0), ("true", 1), ("{n: 4}", 4)])
 def test_baseline_is_none_one_net_or_an_ensemble(value, size):
-    assert config_module.baseline_size(load_config("fer2013", ["ensemble.baseline=" + value])["ensemble"]) == size
+    assert config_module.settings(load_config("fer2013", ["ensemble.baseline=" + value])).ensemble.baseline == size
     load_config("fer2013", ["ensemble.seeds=shared"])
 
 

@@ -58,10 +58,10 @@ def test_export_cli_writes_a_checked_graph_with_opset_sources_and_pixel_input(de
     assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["batch", 48, 48, 1]
     assert [o.name for o in model.graph.output] == ["scores", "probabilities"]
     metadata = onnx_export.read_metadata({p.key: p.value for p in model.metadata_props})
-    spec = json.load(open(os.path.join(run_root, "ensemble.json")))
-    assert metadata["opset"] == onnx_export.OPSET and metadata["fusion"] == "score" and metadata["grayscale"]
-    assert [s["fingerprint"] for s in metadata["sources"]] == [onnx_export.run_fingerprint(m) for m in spec["members"]]
-    assert [s["name"] for s in metadata["sources"]] == ["m0", "m1", "m2"]
+    spec = load_ensemble(run_root)
+    assert metadata.opset == onnx_export.OPSET and metadata.fusion == "score" and metadata.grayscale
+    assert [s["fingerprint"] for s in metadata.sources] == [onnx_export.run_fingerprint(m) for m in spec.members]
+    assert [s["name"] for s in metadata.sources] == ["m0", "m1", "m2"]
     # Caffe's ceil rounding: 48 -> 24 -> 12 -> 6 -> 3 -> 2 at pool5, as ceil_mode MaxPool.
     pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
     assert len(pools) == 15 and all(a.i == 1 for n in pools for a in n.attribute if a.name == "ceil_mode")
@@ -110,9 +110,9 @@ def test_default_backend_exports_once_and_again_when_a_caffemodel_changes(tmp_pa
     assert backend.name == "onnx" and os.path.exists(path)
     stamp = os.stat(path).st_mtime_ns
     assert backends.open_backend(None, run_root).name == "onnx" and os.stat(path).st_mtime_ns == stamp
-    member = load_ensemble(run_root)["members"][1]
+    member = load_ensemble(run_root).members[1]
     caffe.set_random_seed(7)
-    caffe.Net(member["deploy"], caffe.TEST).save(member["model"])           # retrained, say
+    caffe.Net(member.deploy, caffe.TEST).save(member.model)           # retrained, say
     faces = np.random.RandomState(0).randint(0, 256, (4, 48, 48, 3)).astype(np.uint8)
     faces[..., 1] = faces[..., 2] = faces[..., 0]
     scores, _ = backends.open_backend(None, run_root).run(faces)

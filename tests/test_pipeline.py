@@ -172,7 +172,7 @@ def test_the_constructor_is_the_baseline_only_on_the_soft_nets_terms(tmp_path):
     train, val = str(tmp_path / "train_lmdb"), str(tmp_path / "val_lmdb")
     constructor = exp.prepare("constructor", exp.run_spec("hard", train, val))
     assert exp.prepare("baseline", exp.run_spec("seed0", train, val, seed=exp.seed(0))) == constructor
-    soft_solver = exp.config["ensemble"]["solver"]                      # the tiny config's 10 iterations
+    soft_solver = exp.settings.ensemble.solver                      # the tiny config's 10 iterations
     other_solver = exp.prepare("baseline", exp.run_spec("seed0", train, val, seed=exp.seed(0)), soft_solver)
     assert other_solver == str(tmp_path / "baseline" / "seed0")
     assert training.read_run(other_solver)["settings"]["solver"]["max_iter"] == 10
@@ -466,7 +466,7 @@ def test_trained_ensemble_scores_the_test_lmdb_alike_in_caffe_onnx_and_opencv(ex
     subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_onnx.py"), "--run", run_dir, "--out", run_path],
                    check=True, stdout=subprocess.PIPE)
     spec = onnx_export.run_spec(run_dir)
-    assert spec["grayscale"] and len(spec["members"]) == 1
+    assert spec.grayscale and len(spec.members) == 1
     assert_same_predictions(backends.open_backend(onnx_path=run_path).run(faces)[0],
                             backends.CaffeBackend(spec).run(faces)[0])
 
@@ -479,7 +479,7 @@ def test_a_given_soft_label_file_is_saved_in_the_experiment(tmp_path):
     experiment = Experiment(load_config("raf", ["constructor.softlabels=%s" % table1, "ensemble.init=scratch"]),
                             str(out), data=str(tmp_path), log=lambda line: None)
     D, info, constructor_dir = experiment.softlabels({})
-    assert constructor_dir is None and info["source"] == "the file %s" % table1
+    assert constructor_dir is None and info.source == "the file %s" % table1
     np.testing.assert_array_equal(np.load(str(out / "softlabels.npy")), load_matrix(table1))
     assert (out / "softlabels.csv").read_text().splitlines()[0] == "class," + ",".join(CLASSES)
 
@@ -487,6 +487,7 @@ def test_a_given_soft_label_file_is_saved_in_the_experiment(tmp_path):
 def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_path):
     """A real dataset has no true mixtures: the report leaves that section out and draws the rest."""
     from pycaffe_fer import report
+    from pycaffe_fer import results as results_format
     from pycaffe_fer.results import MIXTURE
     out, _, _ = experiment
     results = json.load(open(os.path.join(out, "results.json")))
@@ -496,7 +497,8 @@ def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_p
             del row[key]
     for example in results["examples"]["soft"] + results["examples"]["misclassified"]:
         del example["mixture"]
-    text = open(report.write_report(str(tmp_path), results, "raf")).read()
+    results_format.write_results(str(tmp_path), results)
+    text = open(report.write_report(str(tmp_path), results_format.read_results(str(tmp_path)), "raf")).read()
     assert "## Recovered mixtures" not in text and "**true** soft labels" not in text
     assert "## Calibration" in text and "## False predictions (Fig. 7)" in text
     assert sorted(os.listdir(str(tmp_path))) == sorted(

@@ -28,8 +28,8 @@ def main(argv=None):
     spec = load_ensemble(args.ensemble) if args.ensemble else onnx_export.run_spec(args.run)
     path = onnx_export.save_model(onnx_export.build_model(spec), args.out)
     print("%s: %d net(s), %s fusion, input uint8 batch x %d x %d x %d, opset %d" % (
-        path, len(spec["members"]), spec["fusion"], spec["input_size"], spec["input_size"],
-        1 if spec["grayscale"] else 3, onnx_export.OPSET))
+        path, len(spec.members), spec.fusion, spec.input_size, spec.input_size, 1 if spec.grayscale else 3,
+        onnx_export.OPSET))
     return 0
 
 

@@ -23,8 +23,13 @@ CSV_FORMATS = ("fer2013", "ferplus")
 LAYOUTS = ("fer2013", "ferplus", "raf", "sfew")
 FER2013_NAMES = ("fer2013.csv", "icml_face_data.csv", "train.csv", "test.csv")
 
-__all__ = ["FORMATS", "SPLITS", "Dataset", "Sample", "detect_format", "open_dataset", "stratified_split",
+__all__ = ["FORMATS", "SPLITS", "Dataset", "Sample", "detect_format", "is_gray", "open_dataset", "stratified_split",
            "with_mirror_copies"]
+
+
+def is_gray(format):
+    """Whether a dataset format's images are gray: FER-2013 and FER+ store 48 x 48 gray pixels in their CSV."""
+    return format in CSV_FORMATS
 
 
 def detect_format(source):
