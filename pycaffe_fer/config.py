@@ -243,11 +243,13 @@ def flatten(config, prefix=""):
 def record_experiment_config(out, config, command, force=False, log=print):
     """Write out/config.yaml (config and command line), after comparing it with the one an earlier
     run of this experiment wrote: a difference that changes results is refused, naming the first such
-    key, unless `force`; a neutral one (RESULT_NEUTRAL) is noted."""
+    key, unless `force`; a neutral one (RESULT_NEUTRAL) is noted, and so is another command line
+    (--jobs, say: the config is what decides the results)."""
     path = os.path.join(out, EXPERIMENT_CONFIG)
     if os.path.exists(path):
         with open(path) as handle:
-            earlier = flatten(parse_yaml(handle)["config"])
+            recorded = parse_yaml(handle)
+        earlier = flatten(recorded["config"])
         ours = flatten(config)
         differing = [key for key in sorted(set(earlier) | set(ours)) if earlier.get(key, "(absent)") != ours.get(key, "(absent)")]
         neutral = [key for key in differing if any(key == n or key.startswith(n + ".") for n in RESULT_NEUTRAL)]
@@ -259,6 +261,8 @@ def record_experiment_config(out, config, command, force=False, log=print):
                                                                 " (and %d more keys)" % (len(changed) - 1) if len(changed) > 1 else ""))
         for key in neutral + (changed if force else []):
             log("config %s: %r (was %r in %s)" % (key, ours.get(key, "(absent)"), earlier.get(key, "(absent)"), path))
+        if recorded["command"] != list(command):
+            log("command: %s (was %s in %s)" % (" ".join(command), " ".join(recorded["command"]), path))
     os.makedirs(out, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "w") as handle:

@@ -267,6 +267,12 @@ def test_the_experiment_records_its_config_and_refuses_another(experiment):
     Experiment(tiny_config("slurm={partition: gpu}"), out, log=lines.append).run()
     assert "config slurm.partition: 'gpu' (was None in %s)" % os.path.join(out, "config.yaml") in lines
     assert not any("iter " in line for line in lines)
+    # So does another command line: --jobs decides where, not what.
+    lines = []
+    Experiment(tiny_config(), out, log=lines.append, command=["run_experiment.py", "--jobs", "1"]).run()
+    assert "command: run_experiment.py --jobs 1 (was pycaffe_fer.pipeline.Experiment in %s)" % os.path.join(
+        out, "config.yaml") in lines
+    assert not any("iter " in line for line in lines)
     Experiment(tiny_config(), out, log=lambda line: None).run()              # back as the fixture made it
 
 
