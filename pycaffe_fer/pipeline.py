@@ -418,13 +418,12 @@ class Experiment:
         evaluation, constructor = self.evaluate(repeats, lmdbs, constructor_dir, softlabel_info)
         curves = self.curves(([constructor_dir] if constructor_dir else []) + repeats[0]["baseline"] +
                              repeats[0]["ensemble"], constructor_dir)
-        truth = {} if self.data else {
-            "true_softlabels": self.true_softlabels().tolist(),
-            "label_noise_entropy": synth.label_noise_entropy(self.source(), config.ensemble.train)}
+        synthetic = not self.data           # only the synthetic set knows its faces' true mixtures
         results_format.write_results(self.out, results_format.results(
             evaluation, experiment=config.name, data_description=self.describe_data(), test_split=config.ensemble.test,
             test_lmdb=lmdbs["test"], investigation=investigation, softlabels=softlabel_info, constructor=constructor,
-            curves=curves, **truth))
+            curves=curves, true_softlabels=self.true_softlabels().tolist() if synthetic else None,
+            label_noise_entropy=synth.label_noise_entropy(self.source(), config.ensemble.train) if synthetic else None))
         self.stage("report")
         path = report.write_report(self.out, results_format.read_results(self.out), config.paper)
         self.log("report: %s" % path)
