@@ -23,6 +23,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe loads glog: keep
 import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pycaffe_fer import paths  # noqa: E402
 from pycaffe_fer.config import load_config  # noqa: E402
 from pycaffe_fer.errors import run_cli  # noqa: E402
 from pycaffe_fer.ensemble import preprocess  # noqa: E402
@@ -47,7 +48,7 @@ def make_members(root, config, count):
 
 
 def make_lmdb(root, size, count):
-    path = os.path.join(root, "test_lmdb")
+    path = paths.image_lmdb(root, "test")
     rng = np.random.RandomState(0)
     with LMDBWriter(path) as writer:
         for i in range(count):

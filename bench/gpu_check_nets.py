@@ -28,16 +28,19 @@ import sys
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from pycaffe_fer import paths
 from pycaffe_fer.config import load_config
 from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key
-from pycaffe_fer.pipeline import planned_runs
+from pycaffe_fer.plan import planned_runs
 from pycaffe_fer.synth import draw_split
 from pycaffe_fer.templates import render_deploy, render_solver, render_train_val
 
 ENGINES = {"cudnn": "CUDNN", "caffe": "CAFFE"}
 TRAIN_IMAGES = 96          # two batches of 48: the Data layer wraps around, the prefetcher never waits on disk
 FORWARD_BATCH = 4
+# The faces the nets read, relative to the bundle (the nets run from it).
+TRAIN_LMDB = paths.image_lmdb("data", "train")
 # The layer types whose parameter message has an `engine` field, and that field's message.
 ENGINE_PARAMS = {"Convolution": "convolution_param", "Pooling": "pooling_param", "ReLU": "relu_param",
                  "Softmax": "softmax_param", "SoftmaxWithLoss": "softmax_param"}
@@ -63,7 +66,7 @@ def parse(text, kind):
 
 def train_net(config):
     """The FER-2013 train_val with the hard head and no TEST phase (throughput only)."""
-    return parse(render_train_val(config, "hard", "data/train_lmdb", None), caffe_pb2.NetParameter)
+    return parse(render_train_val(config, "hard", TRAIN_LMDB, None), caffe_pb2.NetParameter)
 
 
 def forward_net(config):
@@ -73,7 +76,7 @@ def forward_net(config):
     data = caffe_pb2.LayerParameter(name="data", type="Data", top=["data", "label"])
     data.transform_param.mean_value.extend(config["net"]["mean_value"])
     data.transform_param.scale = float(config["net"]["input_scale"])
-    data.data_param.source = "data/train_lmdb"
+    data.data_param.source = TRAIN_LMDB
     data.data_param.batch_size = FORWARD_BATCH
     data.data_param.backend = caffe_pb2.DataParameter.LMDB
     silence = caffe_pb2.LayerParameter(name="silence_label", type="Silence", bottom=["label"])
@@ -137,7 +140,7 @@ def main(argv=None):
     config = load_config(args.config)
     for folder in ("nets", "data", "reference"):
         os.makedirs(os.path.join(args.out, folder), exist_ok=True)
-    write_faces(os.path.join(args.out, "data", "train_lmdb"), TRAIN_IMAGES, config["net"]["input_size"])
+    write_faces(os.path.join(args.out, TRAIN_LMDB), TRAIN_IMAGES, config["net"]["input_size"])
     for name, engine in ENGINES.items():
         write_text(os.path.join(args.out, "nets", "train_%s.prototxt" % name), pin_engine(train_net(config), engine))
         write_text(os.path.join(args.out, "nets", "solver_%s.prototxt" % name),

@@ -24,6 +24,7 @@ import time
 import cv2
 import numpy as np
 
+from pycaffe_fer import paths
 from pycaffe_fer.classes import CLASS_NAMES
 from pycaffe_fer.errors import run_cli
 from pycaffe_fer.lmdb_build import default_workers, single_threaded_opencv
@@ -135,14 +136,14 @@ def main(argv=None):
         listfile = make_folder(root, args.images, args.source_size)
         warm_cache(root)
         ours = [sys.executable, os.path.join(REPO, "tools", "make_lmdb.py"), root, "--split", "train",
-                "--format", "folder", "--out", os.path.join(work, "ours_lmdb"), "--size", str(args.size), "--quiet"]
+                "--format", "folder", "--out", paths.image_lmdb(work, "ours"), "--size", str(args.size), "--quiet"]
         if args.workers:
             ours += ["--workers", str(args.workers)]
         caffe = [os.path.join(REPO, ".venv", "bin", "convert_imageset"), "--resize_height=%d" % args.size,
                  "--resize_width=%d" % args.size, "--shuffle", "--backend=lmdb", root + "/", listfile,
-                 os.path.join(work, "caffe_lmdb")]
-        runs = {"tools/make_lmdb.py": (ours, os.path.join(work, "ours_lmdb")),
-                "convert_imageset": (caffe, os.path.join(work, "caffe_lmdb"))}
+                 paths.image_lmdb(work, "caffe")]
+        runs = {"tools/make_lmdb.py": (ours, paths.image_lmdb(work, "ours")),
+                "convert_imageset": (caffe, paths.image_lmdb(work, "caffe"))}
         results = {name: [] for name in runs}
         for repeat in range(args.repeat):
             # Alternate which tool goes first, so that a change of load hits both.

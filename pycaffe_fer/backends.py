@@ -12,12 +12,11 @@ import os
 
 import numpy as np
 
-from . import ensemble, onnx_export
+from . import ensemble, onnx_export, paths
 from .errors import InputError
 
 # Fastest first on the CPU (bench/predict_backends.py): the default is the first one available.
 BACKENDS = ("onnx", "opencv", "caffe")
-ENSEMBLE_ONNX = "ensemble.onnx"
 
 
 def fused_outputs(score_list, fusion):
@@ -113,7 +112,7 @@ def available(name):
 def ensemble_onnx(run_root, spec, gpu=None, log=None):
     """The onnx backend on the experiment's ensemble.onnx, exported first unless the one there
     comes from these very caffemodels."""
-    path = os.path.join(run_root, ENSEMBLE_ONNX)
+    path = os.path.join(run_root, paths.ENSEMBLE_ONNX)
     if os.path.exists(path):
         backend = OnnxBackend(path, gpu)
         if [s["fingerprint"] for s in backend.metadata.sources] == [
@@ -140,7 +139,7 @@ def open_backend(name=None, run_root=None, onnx_path=None, gpu=None, log=None):
         return OnnxBackend(onnx_path, gpu)
     spec = ensemble.load_ensemble(run_root)
     if name is None:
-        exportable = os.path.exists(os.path.join(run_root, ENSEMBLE_ONNX)) or (available("caffe") and available("onnx export"))
+        exportable = os.path.exists(os.path.join(run_root, paths.ENSEMBLE_ONNX)) or (available("caffe") and available("onnx export"))
         name = next((b for b in BACKENDS if available(b) and (b != "onnx" or exportable)), None)
         if name is None:
             raise InputError("no backend can run here: install onnxruntime, OpenCV or Caffe")

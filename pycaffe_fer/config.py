@@ -1,4 +1,4 @@
-"""Experiment configs: YAML data in configs/, loaded as plain dicts, overridable from the command line.
+"""Experiment configs: YAML data in configs/ (package data: pycaffe_fer/configs), loaded as plain dicts, overridable from the command line.
 
 A config may name a ``base`` config (relative path) whose values it overrides, so demo.yaml only
 states how it differs from the paper's protocol. The loaded config is validated whole (``SCHEMA``:
@@ -11,6 +11,7 @@ import re
 
 import yaml
 
+from . import paths
 from .classes import NUM_CLASSES
 from .datasets import FORMATS, LAYOUTS, SPLITS
 from .ensemble import FUSIONS
@@ -34,7 +35,7 @@ def parse_yaml(stream):
     return yaml.load(stream, Loader=ConfigLoader)
 
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = paths.package_data("configs")
 
 
 def config_path(name_or_path):
@@ -221,8 +222,6 @@ SCHEMA = Section({
 })
 
 
-# experiment folder/config.yaml: the resolved config an experiment was run with, and its command line.
-EXPERIMENT_CONFIG = "config.yaml"
 # Keys whose change leaves every result as it is: where the tasks run, and how many repeats there
 # are (more repeats add repeats; repeat 0 and the others stay).
 RESULT_NEUTRAL = ("slurm", "ensemble.repeats")
@@ -245,7 +244,7 @@ def record_experiment_config(out, config, command, force=False, log=print):
     run of this experiment wrote: a difference that changes results is refused, naming the first such
     key, unless `force`; a neutral one (RESULT_NEUTRAL) is noted, and so is another command line
     (--jobs, say: the config is what decides the results)."""
-    path = os.path.join(out, EXPERIMENT_CONFIG)
+    path = os.path.join(out, paths.CONFIG_FILE)
     if os.path.exists(path):
         with open(path) as handle:
             recorded = parse_yaml(handle)
@@ -349,5 +348,7 @@ class Settings:
 
 
 def settings(config):
-    """The typed settings of a config: validate(config), read as Settings."""
+    """The typed settings of a config: validate(config), read as Settings (Settings stay as they are)."""
+    if isinstance(config, Settings):
+        return config
     return Settings(SCHEMA, validate(config))

@@ -11,11 +11,11 @@ import os
 
 import numpy as np
 
+from . import paths
 from .atomic import atomic_path
 from .errors import InputError
 
 FUSIONS = ("score", "probability")
-ENSEMBLE_FILE = "ensemble.json"
 # ensemble.json: the members' nets, how their scores are fused, and the TEST phase's transform of
 # the input (from the config's net section; grayscale: trained on gray images, datasets.is_gray).
 Ensemble = collections.namedtuple("Ensemble", "members fusion mean_value input_scale input_size grayscale")
@@ -38,7 +38,7 @@ def read_member(record):
 
 def write_ensemble(run_root, members, fusion, net_config, grayscale):
     """<run_root>/ensemble.json of these Members, fused by ``fusion``, with the net section's transform."""
-    with atomic_path(os.path.join(run_root, ENSEMBLE_FILE)) as tmp:
+    with atomic_path(os.path.join(run_root, paths.ENSEMBLE_FILE)) as tmp:
         with open(tmp, "w") as handle:
             json.dump({"members": [m._asdict() for m in members], "fusion": fusion, "mean_value": net_config["mean_value"],
                        "input_scale": net_config["input_scale"], "input_size": net_config["input_size"],
@@ -47,7 +47,7 @@ def write_ensemble(run_root, members, fusion, net_config, grayscale):
 
 def load_ensemble(run_root):
     """The experiment's Ensemble, from its ensemble.json."""
-    path = os.path.join(run_root, ENSEMBLE_FILE)
+    path = os.path.join(run_root, paths.ENSEMBLE_FILE)
     if not os.path.exists(path):
         raise InputError("%s: no ensemble.json: is this an experiment directory whose base classifiers "
                          "finished training?" % run_root)

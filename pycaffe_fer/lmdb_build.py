@@ -22,11 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import CLASSES, NUM_CLASSES
-from . import faces
+from . import faces, paths
 from .datasets.base import file_digest
 from .errors import InputError
-from .lmdb_io import (LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, soft_lmdb_path, vector_datum,
-                      vector_lmdb_path)
+from .lmdb_io import LMDBWriter, image_datum, read_lmdb, read_manifest, record_key, vector_datum
 from .resize import fit
 from .softlabel import load_matrix, perturb, validate_matrix
 
@@ -156,13 +155,13 @@ def _soft_plan(out, soft_matrix, gammas, soft_vectors, dataset):
             rows = perturb(matrix, gamma)  # eq. 4
             fields = {"gamma": gamma, "matrix": matrix.tolist(), "matrix_file": matrix_file,
                       "soft_labels": rows.tolist()}
-            plan.append((soft_lmdb_path(out, gamma), fields, _record_of_label(soft_records(rows))))
+            plan.append((paths.soft_lmdb(out, gamma), fields, _record_of_label(soft_records(rows))))
     if soft_vectors is None:
         soft_vectors = dataset.has_soft()
     if soft_vectors:
         if not dataset.has_soft():
             raise InputError("%s: format %s has no per-image soft labels" % (dataset.source, dataset.format))
-        plan.append((vector_lmdb_path(out), {"per_image": "the source's distribution over the classes"},
+        plan.append((paths.vector_lmdb(out), {"per_image": "the source's distribution over the classes"},
                      lambda sample: vector_datum(sample.soft, sample.label)))
     return plan
 

@@ -15,7 +15,6 @@ import lmdb
 import numpy as np
 
 from .atomic import atomic_path
-from .softlabel import gamma_tag
 
 # LMDB reserves address space, not disk: a map this large costs nothing and never fills.
 MAP_SIZE = 1 << 40
@@ -50,17 +49,6 @@ def _caffe_pb2():
 
 
 caffe_pb2 = _caffe_pb2()
-
-
-def soft_lmdb_path(out, gamma, source="constructed"):
-    """Where the soft-label LMDB of perturbation factor ``gamma`` goes: ``<out>_soft_g<gamma>`` for
-    the constructor's D, ``<out>_soft_<source>_g<gamma>`` for another source (softlabel.SOURCES)."""
-    return "%s_soft_%sg%s" % (out, "" if source == "constructed" else source + "_", gamma_tag(gamma))
-
-
-def vector_lmdb_path(out):
-    """Where per-image soft labels (FER+ votes) go: ``<out>_soft``."""
-    return out + "_soft"
 
 
 def record_key(index, source_key):

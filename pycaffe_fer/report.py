@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import yaml
 
+from . import paths
 from . import results as results_format
 from .atomic import atomic_path
 from .classes import CLASSES
@@ -657,7 +658,8 @@ def write_report(run_root, results, paper_key):
     with open(PAPER_RESULTS) as handle:
         ctx = Context(run_root, results, yaml.safe_load(handle)[paper_key], paper_key)
     lines = [line for section in SECTIONS for line in section(ctx)]
-    with atomic_path(os.path.join(run_root, "report.md")) as tmp:
+    path = os.path.join(run_root, paths.REPORT_FILE)
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as handle:
             handle.write("\n".join(lines))
-    return os.path.join(run_root, "report.md")
+    return path

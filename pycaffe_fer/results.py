@@ -38,11 +38,10 @@ import os
 import numpy as np
 
 from . import ensemble as ensemble_eq
-from . import metrics
+from . import metrics, paths
 from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
 
-RESULTS_FILE = "results.json"
 
 
 def _record(name, fields):
@@ -300,7 +299,7 @@ def _plain(value):
 
 def write_results(exp_dir, content):
     """exp_dir/results.json of ``results``' content."""
-    with atomic_path(os.path.join(exp_dir, RESULTS_FILE)) as tmp:
+    with atomic_path(os.path.join(exp_dir, paths.RESULTS_FILE)) as tmp:
         with open(tmp, "w") as handle:
             json.dump(content, handle, indent=2)
 
@@ -312,7 +311,7 @@ def view(content):
 
 def read_results(exp_dir):
     """The Results an experiment wrote into exp_dir/results.json."""
-    with open(os.path.join(exp_dir, RESULTS_FILE)) as handle:
+    with open(os.path.join(exp_dir, paths.RESULTS_FILE)) as handle:
         return view(json.load(handle))
 
 

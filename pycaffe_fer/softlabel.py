@@ -9,7 +9,8 @@ import os
 import numpy as np
 
 from .atomic import atomic_path
-from .classes import CLASSES
+from .classes import CLASSES, NUM_CLASSES
+from .ensemble import softmax
 from .errors import InputError
 
 # How far a row of D may be from summing to 1 and still be accepted (float32 files, CSV rounding
@@ -57,6 +58,24 @@ def construct(probs, labels, num_classes=7):
     np.add.at(sums, labels, probs)
     mean = sums / counts[:, None]                                   # eq. 2
     return mean / np.abs(mean).sum(axis=1, keepdims=True)           # eq. 3
+
+
+def from_scores(scores, labels, allow_off_diagonal=False):
+    """D of a trained hard-label net (eqs. 1-3, construct) from its fc scores on labelled validation
+    images, and the rows that break the paper's condition j = argmax_k d_jk as text ('' for none).
+
+    Raises
+    ------
+    InputError
+        When some row breaks the condition and `allow_off_diagonal` is false: the net needs longer
+        training (the text names the rows).
+    """
+    D = construct(softmax(scores), labels, NUM_CLASSES)
+    off = ", ".join("%s (argmax %s)" % (CLASSES[j], CLASSES[k]) for j, k in off_diagonal_rows(D))
+    if off and not allow_off_diagonal:
+        raise InputError("constructed soft labels break the paper's condition j = argmax_k d_jk for %s; "
+                         "train the constructor longer or set constructor.allow_off_diagonal=true" % off)
+    return D, off
 
 
 def perturb(D, gamma):
@@ -158,12 +177,6 @@ def validate_matrix(D, source="D", num_classes=None):
     return D
 
 
-def gamma_tag(gamma):
-    """The gamma as it appears in file names: 1.4 -> '1.4', 2 -> '2.0', 0.25 -> '0.25'."""
-    text = ("%.3f" % float(gamma)).rstrip("0")
-    return text + "0" if text.endswith(".") else text
-
-
 def off_diagonal_rows(D):
     """[(class j, argmax_k d_jk)] for the rows whose maximum is not on the diagonal.
 
@@ -187,6 +200,13 @@ def near_ties(D, margin=NEAR_TIE):
         if row[first] - row[second] <= margin:
             ties.append((j, int(first), int(second), float(row[first]), float(row[second])))
     return ties
+
+
+def near_tie_warnings(D, margin=NEAR_TIE):
+    """One warning line for each near-tied row of D (near_ties)."""
+    return ["warning: row %s of D is a near tie: %s %.3f vs %s %.3f (within %g)" % (
+        CLASSES[j], CLASSES[first], first_value, CLASSES[second], second_value, margin)
+        for j, first, second, first_value, second_value in near_ties(D, margin)]
 
 
 def load_matrix(path, num_classes=None):

@@ -1,29 +1,26 @@
-"""Prototxt rendering: the Jinja templates in prototxt/ filled from a config's net/solver sections.
+"""Prototxt rendering: the Jinja templates in prototxt/ (package data: pycaffe_fer/prototxt) filled from a config's net/solver sections.
 
 Every template variable that a run does not supply (an LMDB path, the head, the snapshot prefix...)
 is a key of the config's ``net`` section (train_val, deploy) or ``solver`` section (solver), so the
 templates define which keys those sections have: a missing key and an unknown key are both errors.
 Every rendered text is parsed with caffe_pb2 before it is returned, so no template can produce a
-file Caffe rejects for its syntax.
+file Caffe rejects for its syntax. Caffe's protobuf module and the LMDB readers are loaded where they
+are used: config validation reads the templates' keys, on machines without Caffe too.
 """
 import math
 import os
 
 import jinja2
-from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 from jinja2 import meta
 
+from . import paths
 from .atomic import atomic_path
 from .errors import InputError
-from .lmdb_io import soft_lmdb_path
-from .lmdb_io import lmdb_count, read_lmdb
-from .softlabel import gamma_tag
 
-TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prototxt")
+TEMPLATE_DIR = paths.package_data("prototxt")
 HEADS = ("hard", "soft")
 SOLVER_MODES = ("CPU", "GPU")
-_MESSAGES = {"net": caffe_pb2.NetParameter, "solver": caffe_pb2.SolverParameter}
 
 # Variables each template takes from the run rather than from the config.
 _RUN_VARIABLES = {
@@ -46,6 +43,14 @@ def proto_value(value):
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), undefined=jinja2.StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 _ENV.filters["proto"] = proto_value
+
+
+def _parse(text, kind):
+    """Parse ``text`` as a Caffe ``net`` or ``solver`` message (caffe_pb2, loaded here: the templates'
+    keys, which config validation reads, need no Caffe)."""
+    from .lmdb_io import caffe_pb2
+
+    text_format.Merge(text, {"net": caffe_pb2.NetParameter, "solver": caffe_pb2.SolverParameter}[kind]())
 
 
 def section_keys(section):
@@ -75,7 +80,7 @@ def _render(name, section, config, run):
     except jinja2.UndefinedError as error:
         raise InputError("config %s: a key is missing to render %s: %s" % (section, name, error))
     try:
-        text_format.Merge(text, _MESSAGES[section]())
+        _parse(text, section)
     except text_format.ParseError as error:
         raise InputError("config %s: rendering %s gave a prototxt Caffe cannot parse (%s)" % (section, name, error))
     return text
@@ -115,6 +120,8 @@ def test_iter_for(config, val_lmdb, split):
 
     The count is the LMDB's when ``val_lmdb`` exists, else ``data.sizes[split]`` of the config.
     """
+    from .lmdb_io import lmdb_count
+
     if val_lmdb and os.path.isdir(val_lmdb):
         count = lmdb_count(val_lmdb)
     else:
@@ -133,6 +140,8 @@ test_iter_for.__test__ = False   # not a test, whatever its name: pytest must no
 def check_lmdbs(config, image_lmdb, soft_lmdb=None):
     """Raise unless the existing LMDBs fit the net: 3 x input_size x input_size images, and
     soft-label vectors of num_classes entries, one per image. Missing LMDBs are not checked."""
+    from .lmdb_io import lmdb_count
+
     net = config["net"]
     if os.path.isdir(image_lmdb):
         key, datum = _first_record(image_lmdb)
@@ -155,6 +164,8 @@ def check_lmdbs(config, image_lmdb, soft_lmdb=None):
 
 def _first_record(path):
     """(key, Datum) of an LMDB's first record, or (None, None) when it is empty."""
+    from .lmdb_io import read_lmdb
+
     records = read_lmdb(path)
     try:
         return next(records, (None, None))
@@ -165,19 +176,13 @@ def _first_record(path):
 def write_prototxt(path, text, kind):
     """Parse ``text`` as a Caffe ``net`` or ``solver`` message, then write it atomically to ``path``."""
     try:
-        text_format.Merge(text, _MESSAGES[kind]())
+        _parse(text, kind)
     except text_format.ParseError as error:
         raise InputError("%s: not a valid Caffe %s prototxt: %s" % (path, kind, error))
     with atomic_path(path) as tmp:
         with open(tmp, "w") as handle:
             handle.write(text)
     return path
-
-
-def conventional_lmdb(lmdb_dir, split, gamma=None):
-    """Where the datasets step writes a split: <dir>/<split>_lmdb, soft labels <dir>/<split>_lmdb_soft_g<gamma>."""
-    path = os.path.join(lmdb_dir, "%s_lmdb" % split)
-    return path if gamma is None else soft_lmdb_path(path, gamma)
 
 
 def render_generated(config, gammas, out_dir, train_split, val_split, lmdbs=None,
@@ -193,17 +198,17 @@ def render_generated(config, gammas, out_dir, train_split, val_split, lmdbs=None
     """
     lmdbs = {key: value for key, value in (lmdbs or {}).items() if value}
     lmdb_dir = config["data"]["lmdb_dir"]
-    train_lmdb = lmdbs.get("train") or conventional_lmdb(lmdb_dir, train_split)
-    val_lmdb = lmdbs.get("val") or conventional_lmdb(lmdb_dir, val_split)
+    train_lmdb = lmdbs.get("train") or paths.conventional_lmdb(lmdb_dir, train_split)
+    val_lmdb = lmdbs.get("val") or paths.conventional_lmdb(lmdb_dir, val_split)
     test_iter = test_iter_for(config, val_lmdb, val_split)
     if snapshot_prefix is None:
         snapshot_prefix = os.path.join(out_dir, "snapshots", "%s_{run}" % config.get("name", "run"))
     if "{run}" not in snapshot_prefix:
         raise InputError("snapshot prefix %s: needs {run} (hard, g<gamma>) so runs do not overwrite "
                          "each other's snapshots" % snapshot_prefix)
-    runs = [("hard", None, None)]
+    runs = [(paths.run_name(), None, None)]
     for gamma in gammas:
-        runs.append(("g" + gamma_tag(gamma), _soft_lmdb(lmdbs, "train_soft", lmdb_dir, train_split, gamma),
+        runs.append((paths.run_name(gamma), _soft_lmdb(lmdbs, "train_soft", lmdb_dir, train_split, gamma),
                      _soft_lmdb(lmdbs, "val_soft", lmdb_dir, val_split, gamma)))
     # Everything is checked and rendered before the first file is written: bad input writes nothing.
     files = []
@@ -225,7 +230,7 @@ def render_generated(config, gammas, out_dir, train_split, val_split, lmdbs=None
 def _soft_lmdb(lmdbs, key, lmdb_dir, split, gamma):
     """The soft-label LMDB of one gamma: the override with {gamma} filled in, else the conventional one."""
     if key not in lmdbs:
-        return conventional_lmdb(lmdb_dir, split, gamma)
+        return paths.conventional_lmdb(lmdb_dir, split, gamma)
     if "{gamma}" not in lmdbs[key]:
         raise InputError("soft-label LMDB %s: needs {gamma}, one LMDB per perturbation factor" % lmdbs[key])
-    return lmdbs[key].replace("{gamma}", gamma_tag(gamma))
+    return lmdbs[key].replace("{gamma}", paths.gamma_tag(gamma))

@@ -25,11 +25,11 @@ import time
 
 import numpy as np
 
-from . import templates
+from . import paths, templates
 from .atomic import atomic_path
 from .errors import InputError, run_cli
 from .devices import use_device
-from .lmdb_io import lmdb_count, soft_lmdb_path
+from .lmdb_io import lmdb_count
 from .tasks import TaskFailed, task_main
 from .weights import copy_weights, describe
 
@@ -101,28 +101,10 @@ def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, sourc
             "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights, "seed": int(seed)}
     if rows is not None:
         spec["source"] = source
-        spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma, source)
-        spec["val_soft_lmdb"] = soft_lmdb_path(val, gamma, source)
+        spec["train_soft_lmdb"] = paths.soft_lmdb(train, gamma, source)
+        spec["val_soft_lmdb"] = paths.soft_lmdb(val, gamma, source)
         spec["softlabels"] = fingerprint(rows)
     return spec
-
-
-# Seeds of repeat r start at base + r * REPEAT_STRIDE: disjoint from every other repeat's while a
-# group has fewer runs than this.
-REPEAT_STRIDE = 1000
-
-
-def member_seed(base_seed, index, seeds="distinct", repeat=0):
-    """The seed of run `index` (0-based) of a group of runs (an ensemble, the investigation's grid)
-    in repeat `repeat` of the base-classifier stage.
-
-    distinct: base_seed + index. The same for every group, so member k of the perturbed, fixed-gamma
-    and hard-label ensembles starts from the same random stream (fc8 fillers, dropout masks) and the
-    ensembles differ by their labels alone; member 0 has the constructor's seed, so a constructor
-    trained on the members' terms is their member 0. shared: base_seed for every run (the ablation
-    in which only gamma tells the members apart). Repeat r adds r * REPEAT_STRIDE.
-    """
-    return int(base_seed) + REPEAT_STRIDE * int(repeat) + (int(index) if seeds == "distinct" else 0)
 
 
 def run_identity(config, spec):

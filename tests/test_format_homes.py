@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from pycaffe_fer import ensemble, results, training
+from pycaffe_fer import ensemble, paths, results, training
 from pycaffe_fer.datasets import is_gray
 from pycaffe_fer.lmdb_io import parse_record_key, record_key
 from helpers import REPO
@@ -80,7 +80,7 @@ def test_results_read_back_as_records_with_absent_fields_none(tmp_path):
         curves=[results.Curve("constructor/hard", "hard", 0, results.Progress([20], [1.9]),
                               results.Validation([20], [0.3]))])
     results.write_results(str(tmp_path), content)
-    with open(str(tmp_path / results.RESULTS_FILE)) as handle:
+    with open(str(tmp_path / paths.RESULTS_FILE)) as handle:
         assert '"class": "DI"' in handle.read()
     view = results.read_results(str(tmp_path))
     assert view.experiment == "demo" and view.test_count == 6 and view.constructor is None

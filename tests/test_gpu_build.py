@@ -165,7 +165,7 @@ def test_gpu_check_forward_net_outputs_the_scores_of_four_faces(fer2013):
 
 def test_gpu_check_protocol_counts_the_papers_fer2013_runs(fer2013):
     protocol = gpu_check_nets.protocol(fer2013)
-    # every row of Table 2 (pipeline.planned_runs): constructor 1 + grid 13 + ensemble 8 + fixed-gamma
+    # every row of Table 2 (plan.planned_runs): constructor 1 + grid 13 + ensemble 8 + fixed-gamma
     # 12 + hard-label 7 (identical runs counted once)
     assert protocol["runs"] == 41
     assert protocol["iterations_per_run"] == 8000 and protocol["batch_size"] == 48

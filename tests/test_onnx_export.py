@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from pycaffe_fer import backends, onnx_export
+from pycaffe_fer import backends, onnx_export, paths
 from pycaffe_fer.datasets import open_dataset
 from pycaffe_fer.ensemble import load_ensemble
 from pycaffe_fer.errors import InputError
@@ -106,7 +106,7 @@ def test_default_backend_exports_once_and_again_when_a_caffemodel_changes(tmp_pa
     import caffe
     run_root = random_ensemble(str(tmp_path / "run"), members=2)
     backend = backends.open_backend(None, run_root)
-    path = os.path.join(run_root, backends.ENSEMBLE_ONNX)
+    path = os.path.join(run_root, paths.ENSEMBLE_ONNX)
     assert backend.name == "onnx" and os.path.exists(path)
     stamp = os.stat(path).st_mtime_ns
     assert backends.open_backend(None, run_root).name == "onnx" and os.stat(path).st_mtime_ns == stamp

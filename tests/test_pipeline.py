@@ -10,11 +10,12 @@ import caffe
 import numpy as np
 import pytest
 
-from pycaffe_fer import training
+from pycaffe_fer import members, plan, training
 from pycaffe_fer.classes import CLASSES
-from pycaffe_fer.config import load_config
+from pycaffe_fer.config import load_config, settings
 from pycaffe_fer.errors import InputError
-from pycaffe_fer.pipeline import Experiment, planned_runs
+from pycaffe_fer.pipeline import Experiment
+from pycaffe_fer.plan import planned_runs
 from helpers import REPO, tiny_config
 
 @pytest.fixture(scope="module")
@@ -158,31 +159,28 @@ def test_report_has_the_papers_tables_beside_ours(experiment):
     assert any(line.startswith("test accuracy: ensemble") for line in lines)
 
 
-def test_member_seeds_come_from_the_solver_seed_and_the_place_in_the_group(tmp_path):
-    assert [training.member_seed(7, k) for k in range(3)] == [7, 8, 9]
-    assert [training.member_seed(7, k, "shared") for k in range(3)] == [7, 7, 7]
-    shared = Experiment(tiny_config("solver.random_seed=5", "ensemble.seeds=shared"), str(tmp_path), log=print)
-    assert shared.seed(2) == 5 and shared.seed(2, "distinct") == 7
-
-
 def test_the_constructor_is_the_baseline_only_on_the_soft_nets_terms(tmp_path):
     """A hard-label run with the constructor's data, init, solver and seed is the constructor's run;
     other solver settings, weights or seed make it a run of its own."""
-    exp = Experiment(tiny_config(), str(tmp_path), log=lambda line: None)
+    config = settings(tiny_config())
     train, val = str(tmp_path / "train_lmdb"), str(tmp_path / "val_lmdb")
-    constructor = exp.prepare("constructor", exp.run_spec("hard", train, val))
-    assert exp.prepare("baseline", exp.run_spec("seed0", train, val, seed=exp.seed(0))) == constructor
-    soft_solver = exp.settings.ensemble.solver                      # the tiny config's 10 iterations
-    other_solver = exp.prepare("baseline", exp.run_spec("seed0", train, val, seed=exp.seed(0)), soft_solver)
+    lmdbs = {"constructor_train": train, "constructor_val": val, "ensemble_train": train, "ensemble_val": val}
+    trainer = members.RunTrainer(str(tmp_path), config.as_dict(), config, lmdbs, executor=None,
+                                 weights=str(tmp_path / "w.caffemodel"))
+    runs = plan.plan_runs(config)
+    baseline = [run._replace(init="scratch") for run in runs if run.stage == "baseline"]
+    constructor = trainer.prepare(runs[0])
+    assert runs[0].stage == "constructor" and constructor == str(tmp_path / "constructor" / "hard")
+    assert trainer.prepare(baseline[0]._replace(solver=None)) == constructor
+    other_solver = trainer.prepare(baseline[0])                     # the tiny config's ensemble.solver
     assert other_solver == str(tmp_path / "baseline" / "seed0")
     assert training.read_run(other_solver)["settings"]["solver"]["max_iter"] == 10
-    from_weights = exp.prepare("baseline_w", exp.run_spec("seed0", train, val, weights=str(tmp_path / "w.caffemodel"),
-                                                        seed=exp.seed(0)))
+    from_weights = trainer.prepare(baseline[0]._replace(solver=None, init="weights", folder="baseline_w"))
     assert from_weights not in (constructor, other_solver)
-    assert exp.prepare("more", exp.run_spec("seed1", train, val, seed=exp.seed(1))) != constructor
+    assert trainer.prepare(baseline[1]._replace(solver=None)) != constructor
     # Run identity as before: a directory holding the run with another seed is refused.
     with pytest.raises(InputError, match=r"holds a run made with other settings \(seed, solver differ\)"):
-        training.prepare_run(other_solver, exp.config, dict(training.read_run(other_solver)["spec"], seed=9))
+        training.prepare_run(other_solver, config.as_dict(), dict(training.read_run(other_solver)["spec"], seed=9))
 
 
 def test_controls_train_like_the_perturbed_ensemble_on_their_own_soft_labels(experiment):
@@ -484,7 +482,7 @@ def test_a_given_soft_label_file_is_saved_in_the_experiment(tmp_path):
     out.mkdir()
     experiment = Experiment(load_config("raf", ["constructor.softlabels=%s" % table1, "ensemble.init=scratch"]),
                             str(out), data=str(tmp_path), log=lambda line: None)
-    D, info, constructor_dir = experiment.softlabels({})
+    D, info, constructor_dir = experiment.softlabels(None)
     assert constructor_dir is None and info.source == "the file %s" % table1
     np.testing.assert_array_equal(np.load(str(out / "softlabels.npy")), load_matrix(table1))
     assert (out / "softlabels.csv").read_text().splitlines()[0] == "class," + ",".join(CLASSES)
@@ -510,20 +508,6 @@ def test_a_report_without_true_mixtures_has_no_mixture_section(experiment, tmp_p
     assert sorted(os.listdir(str(tmp_path))) == sorted(
         ["report.md", "results.json", "softlabels.png", "softlabel_faces.png", "gamma.png", "reliability.png",
          "confusion.png", "confusion_paper.png", "misclassified.png", "sources.png", "curves.png"])
-
-
-@pytest.mark.parametrize("preset, counts", [
-    # FER-2013: the fixed-gamma ensembles at 1.4 and 1.0 each share a member with the perturbed
-    # ensemble (1.4 is its member 4, seed 4) and one with the grid (1.4 is its run 5, seed 5), all on
-    # the same split, init and solver; the constructor is the hard-label ensemble's member 0.
-    ("fer2013", [1, 13, 8, 12, 7, 0]),
-    # SFEW, RAF: D from FER-2013 (no constructor), the grid on its own holdout split; only 2.2 is
-    # among the ensemble's gammas.
-    ("sfew", [0, 13, 6, 11, 6, 0]), ("raf", [0, 13, 6, 11, 6, 0])])
-def test_runs_of_the_papers_protocols(preset, counts):
-    planned = planned_runs(load_config(preset))
-    assert list(planned) == ["constructor", "investigation", "ensemble", "fixed_gamma", "baseline", "controls"]
-    assert list(planned.values()) == counts
 
 
 def test_data_detect_puts_the_ssd_detector_in_every_lmdb_recipe(tmp_path):

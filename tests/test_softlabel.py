@@ -6,6 +6,8 @@ from pycaffe_fer import softlabel
 from pycaffe_fer.errors import InputError
 from helpers import REPO
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 TABLE1 = REPO + "/configs/paper_softlabels_table1.csv"
 
 
@@ -90,8 +92,22 @@ def test_load_matrix_reports_file_and_line(tmp_path):
         softlabel.load_matrix(str(bad))
 
 
-def test_gamma_tag():
-    assert [softlabel.gamma_tag(g) for g in (1.4, 2, 2.0, 0.25, 0.6000000001)] == ["1.4", "2.0", "2.0", "0.25", "0.6"]
+def test_from_scores_fuses_the_softmax_and_checks_the_papers_condition():
+    labels = np.repeat(np.arange(7), 2)
+    scores = np.zeros((14, 7))
+    scores[np.arange(14), labels] = 3.0                  # every image scored highest on its own class
+    D, off = softlabel.from_scores(scores, labels)
+    expected = np.full((7, 7), 1.0)
+    np.fill_diagonal(expected, np.exp(3.0))
+    np.testing.assert_allclose(D, expected / expected.sum(axis=1, keepdims=True))
+    assert off == ""
+    scores[labels == 1] = np.roll(scores[labels == 1], -1, axis=1)     # disgust's images scored as anger
+    with pytest.raises(InputError, match=r"condition j = argmax_k d_jk for DI \(argmax AN\); train the constructor"):
+        softlabel.from_scores(scores, labels)
+    D, off = softlabel.from_scores(scores, labels, allow_off_diagonal=True)
+    assert off == "DI (argmax AN)" and D[1].argmax() == 0
+    assert softlabel.near_tie_warnings(np.eye(7)) == [] and softlabel.near_tie_warnings(
+        np.full((7, 7), 1 / 7.0))[0] == "warning: row AN of D is a near tie: AN 0.143 vs DI 0.143 (within 0.05)"
 
 
 def test_near_ties_name_the_rows_whose_two_largest_entries_are_within_the_margin():

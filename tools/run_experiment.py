@@ -17,12 +17,11 @@ import sys
 # this when libcaffe loads, so before anything imports caffe.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from pycaffe_fer import slurm
+from pycaffe_fer import paths, slurm
 from pycaffe_fer.config import load_config
 from pycaffe_fer.devices import require_gpus
 from pycaffe_fer.errors import InputError, run_cli
 from pycaffe_fer.executor import LocalExecutor
-from pycaffe_fer.pipeline import Experiment
 from pycaffe_fer.tasks import TaskFailed
 
 
@@ -58,7 +57,7 @@ def executor(args, config, out, gpus):
         raise InputError("--jobs: with --backend slurm, SLURM decides how many tasks run at once")
     # The driver runs on a login node: SLURM gives each task its GPU; ids given here are not used.
     opts = slurm.options(config.get("slurm"), given, trains_on_gpu=gpus is not None)
-    return slurm.SlurmExecutor(os.path.join(out, "slurm"), opts, poll=args.slurm_poll, dry_run=args.slurm_dry_run)
+    return slurm.SlurmExecutor(paths.slurm_scripts(out), opts, poll=args.slurm_poll, dry_run=args.slurm_dry_run)
 
 
 def main(argv=None):
@@ -81,7 +80,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set + ([] if args.repeats is None else ["ensemble.repeats=%d" % args.repeats]))
     gpus = [args.gpu] if args.gpu is not None else args.gpus
-    out = args.out or os.path.join("runs", config["name"])
+    out = args.out or paths.experiment_dir(config["name"])
+    # Here, after the config is read: a typo is reported in one line where Caffe is not installed too.
+    from pycaffe_fer.pipeline import Experiment
     experiment = Experiment(config, out, data=args.data, weights=args.weights, executor=executor(args, config, out, gpus),
                             command=[os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv),
                             force_config=args.force_config)
