@@ -28,7 +28,7 @@ import numpy as np
 from .atomic import atomic_path
 from .classes import CLASSES
 from .datasets.base import file_digest
-from .ensemble import FUSIONS
+from .ensemble import FUSIONS, load_ensemble
 from .errors import InputError
 
 OPSET = 17
@@ -270,6 +270,13 @@ def run_spec(run_dir):
                          "takes gray or colour images" % (run_dir, train_lmdb))
     return ensemble.Ensemble([ensemble.member(run_dir)], "score", net["mean_value"], net["input_scale"], net["input_size"],
                              is_gray(data_format))
+
+
+def export(out, ensemble_dir=None, run_dir=None):
+    """Write the ONNX graph of an experiment's ensemble (its ensemble.json) or of one finished run to
+    `out`; return its path and the ensemble.Ensemble it holds."""
+    spec = load_ensemble(ensemble_dir) if ensemble_dir else run_spec(run_dir)
+    return save_model(build_model(spec), out), spec
 
 
 def read_metadata(model_or_session_meta):

@@ -14,7 +14,6 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from pycaffe_fer import onnx_export
-from pycaffe_fer.ensemble import load_ensemble
 from pycaffe_fer.errors import run_cli
 
 
@@ -25,8 +24,7 @@ def main(argv=None):
     source.add_argument("--run", metavar="RUN_DIR", help="one finished run directory (one net)")
     parser.add_argument("--out", required=True, metavar="FILE.onnx")
     args = parser.parse_args(argv)
-    spec = load_ensemble(args.ensemble) if args.ensemble else onnx_export.run_spec(args.run)
-    path = onnx_export.save_model(onnx_export.build_model(spec), args.out)
+    path, spec = onnx_export.export(args.out, ensemble_dir=args.ensemble, run_dir=args.run)
     print("%s: %d net(s), %s fusion, input uint8 batch x %d x %d x %d, opset %d" % (
         path, len(spec.members), spec.fusion, spec.input_size, spec.input_size, 1 if spec.grayscale else 3,
         onnx_export.OPSET))
