@@ -11,6 +11,8 @@ from pycaffe_fer.errors import InputError
 from pycaffe_fer.templates import section_keys
 from helpers import REPO
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 
 @pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo", "demo_small"])
 def test_every_preset_is_valid(preset):

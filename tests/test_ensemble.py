@@ -6,6 +6,8 @@ from pycaffe_fer import ensemble
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.results import confusion_percent
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 
 def test_average_scores_is_the_mean_of_the_fc_scores():
     a = [[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]]

@@ -6,6 +6,8 @@ import pytest
 
 from pycaffe_fer import metrics
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 
 def test_nll_and_brier_of_two_images():
     probs = [[0.5, 0.5], [0.25, 0.75]]

@@ -9,6 +9,8 @@ import pytest
 
 from helpers import REPO
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 SOURCE_DIRS = ("pycaffe_fer", "tools", "tests", "bench")
 
 

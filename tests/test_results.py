@@ -6,6 +6,8 @@ import pytest
 from pycaffe_fer import ensemble
 from pycaffe_fer.results import evaluation, over_repeats, per_class_accuracy
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 LABELS = np.array([0, 0, 1, 1, 2, 2])
 
 

@@ -22,6 +22,36 @@ APT_PY_DEPS="python3-venv python3-pip python3-setuptools python3-numpy python3-p
   python3-pytest-timeout python3-skimage python3-scipy
   opencv-data"   # opencv-data: the Haar face cascade tools/predict.py crops faces with
 
+make_venv() {
+  if [ ! -x "$VENV/bin/python" ] || [ "$(readlink -f "$VENV/bin/python")" != "$(readlink -f "$base_python")" ]; then
+    say "creating $VENV from $base_python"
+    rm -rf "$VENV"
+    "$base_python" -m venv --system-site-packages "$VENV"
+  fi
+}
+
+install_project() {
+  # (from /, so the checkout in the current directory does not count as installed)
+  if ! (cd / && "$VENV/bin/python" -c 'import pycaffe_fer, sys; sys.exit(not pycaffe_fer.__file__.startswith(sys.argv[1]))' "$REPO" 2>/dev/null); then
+    say "installing pycaffe_fer (editable) into $VENV"
+    # No build isolation: setuptools comes from the venv, so no download is needed.
+    "$VENV/bin/python" -m pip install --quiet --no-build-isolation -e "$REPO"
+  fi
+}
+
+# --no-caffe (make test-fast): the Python packages and a venv of their own, .venv-fast, with no
+# Caffe built and none on its path, so a test marked fast that needs Caffe fails there.
+if [ "${1:-}" = "--no-caffe" ]; then
+  VENV="$REPO/.venv-fast"
+  base_python=/usr/bin/python3
+  command -v apt-get >/dev/null || { say "no apt-get here: make test-fast needs $APT_PY_DEPS"; exit 1; }
+  "$REPO/tools/apt_install_missing.sh" $APT_PY_DEPS
+  make_venv
+  install_project
+  say "ready: $VENV/bin/python (no Caffe)"
+  exit 0
+fi
+
 # A throwaway single-node SLURM that the tests start (tests/slurm_cluster.py); no service is started.
 if command -v apt-get >/dev/null; then
   "$REPO/tools/apt_install_missing.sh" slurm-wlm munge
@@ -58,22 +88,13 @@ else
   caffe_bin="$caffe_root/bin/caffe"
 fi
 
-if [ ! -x "$VENV/bin/python" ] || [ "$(readlink -f "$VENV/bin/python")" != "$(readlink -f "$base_python")" ]; then
-  say "creating $VENV from $base_python"
-  rm -rf "$VENV"
-  "$base_python" -m venv --system-site-packages "$VENV"
-fi
+make_venv
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [ -n "$caffe_python" ]; then
   echo "$caffe_python" >"$site/caffe.pth"
 fi
 
-# (from /, so the checkout in the current directory does not count as installed)
-if ! (cd / && "$VENV/bin/python" -c 'import pycaffe_fer, sys; sys.exit(not pycaffe_fer.__file__.startswith(sys.argv[1]))' "$REPO" 2>/dev/null); then
-  say "installing pycaffe_fer (editable) into $VENV"
-  # No build isolation: setuptools comes from the venv, so no download is needed.
-  "$VENV/bin/python" -m pip install --quiet --no-build-isolation -e "$REPO"
-fi
+install_project
 
 # onnx (tools/export_onnx.py) and onnxruntime (predict's onnx backend) come from PyPI as wheels
 # (onnx built from source fails to link against Debian's static protobuf), held to the numpy
