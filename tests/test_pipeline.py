@@ -40,6 +40,29 @@ def test_soft_labels_are_a_row_stochastic_7x7_matrix(experiment):
     assert open(os.path.join(out, "softlabels.csv")).readline().strip() == "class," + ",".join(CLASSES)
 
 
+def test_construct_softlabels_gives_the_experiments_D(experiment, tmp_path):
+    """tools/construct_softlabels.py, the step a Caffe user runs between caffe train calls, fuses the
+    constructor's predictions with the pipeline's code: on the experiment's constructor, its D."""
+    from helpers import TINY
+    out, _, _ = experiment
+    run = os.path.join(out, "constructor", "hard")
+    command = [sys.executable, os.path.join(REPO, "tools", "construct_softlabels.py"), "--preset", "demo",
+               "--model", training.final_model(run), "--deploy", os.path.join(run, "deploy.prototxt"),
+               "--lmdb", training.read_spec(run).val_lmdb] + [arg for override in TINY for arg in ("--set", override)]
+    result = subprocess.run(command + ["--out", str(tmp_path / "D.npy"), "--allow-off-diagonal"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stdout
+    np.testing.assert_allclose(np.load(str(tmp_path / "D.npy")), np.load(os.path.join(out, "softlabels.npy")),
+                               rtol=0, atol=1e-6)
+    assert (tmp_path / "D.csv").read_text() == open(os.path.join(out, "softlabels.csv")).read()
+    assert (tmp_path / "D.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "      " + "  ".join("%6s" % c for c in CLASSES) in result.stdout
+    missing = subprocess.run(command[:5] + [str(tmp_path / "none.caffemodel")] + command[6:] + ["--out", str(tmp_path / "E.npy")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
+    assert missing.returncode == 2 and missing.stdout.strip() == "error: %s: no such model" % (tmp_path / "none.caffemodel")
+    assert not (tmp_path / "E.npy").exists()
+
+
 def test_one_finished_run_per_gamma(experiment):
     out, _, _ = experiment
     results = json.load(open(os.path.join(out, "results.json")))
