@@ -39,7 +39,7 @@ def test_a_fresh_virtualenv_with_only_the_deploy_requirements_predicts_as_pycaff
     isolated = subprocess.run([python, "-c", "import cv2, numpy; print(cv2.__file__, numpy.__file__)"], check=True,
                               stdout=subprocess.PIPE, universal_newlines=True, cwd="/").stdout
     assert isolated.count(env) == 2, "the deploy env must use its own OpenCV and numpy: %s" % isolated
-    # Face images as the README's example: synthetic RAF-DB faces, and one face in a larger scene.
+    # Face images as docs/prediction.md's example: synthetic RAF-DB faces, and one face in a larger scene.
     run_root = random_ensemble(str(tmp_path / "run"), members=2, grayscale=False)
     images = []
     for index in range(3):

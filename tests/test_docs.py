@@ -10,6 +10,8 @@ from collections import Counter
 import pytest
 import yaml
 
+pytestmark = pytest.mark.fast   # no Caffe: make test-fast
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_MAX_LINES = 250
 

@@ -86,7 +86,7 @@ def test_one_finished_run_per_gamma(experiment):
     rows = {row["id"]: row for row in results["methods"]}
     assert rows["fixed_g1.4"]["runs"] == ["fixed_g1.4/seed0", "ensemble/g1.4", "fixed_g1.4/seed2"]
     assert rows["fixed_g1.4"]["seeds"] == [0, 1, 2] and rows["baseline"]["seeds"] == [0, 1]
-    # planned_runs (the GPU check's projection, README's counts) counts the runs the pipeline trained.
+    # planned_runs (the GPU check's projection, docs/method.md's counts) counts the runs the pipeline trained.
     trained = [d for d, _, files in os.walk(out) if training.RUN_FILE in files]
     assert dict(planned_runs(tiny_config())) == {"constructor": 1, "investigation": 3, "ensemble": 3,
                                                  "fixed_gamma": 2, "baseline": 2, "controls": 6}

@@ -117,7 +117,7 @@ def test_a_file_that_is_not_a_model_is_an_input_error(vgg_face):
 
 
 def test_render_then_caffe_train_from_the_repository_root_with_v1_vgg_face_weights(vgg_face, tmp_path, caffe_bin):
-    """The README's commands, with tmp_path as the repository root: relative paths throughout."""
+    """The commands of docs/method.md, with tmp_path as the repository root: relative paths throughout."""
     root, _ = vgg_face
     for split in ("train", "test"):
         lmdb = str(tmp_path / "data" / "tiny" / ("%s_lmdb" % split))
