@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .classes import CLASSES
-from .datasets.base import ImageFile
+from .datasets.base import ImageFile, encode_image
 from .datasets.folder import IMAGE_EXTENSIONS
 from .errors import InputError
 from .faces import Face, crop, image_faces
@@ -126,9 +126,9 @@ def predict_images(backend, paths, detector=None, faces="all", batch_size=32, st
     batcher.flush()
     if annotate and any("label" in r for r in batcher.done):
         draw(image, [r for r in batcher.done if "box" in r])
-        with atomic_path(annotate, keep_extension=True) as tmp:
-            if not cv2.imwrite(tmp, image):
-                raise InputError("%s: OpenCV cannot write an image with this extension (try .png or .jpg)" % annotate)
+        data = encode_image(annotate, image)
+        with atomic_path(annotate) as tmp, open(tmp, "wb") as handle:
+            handle.write(data)
     return batcher.done
 
 
