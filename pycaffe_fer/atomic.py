@@ -1,11 +1,14 @@
 """Write files and directories under a temporary sibling name and rename when complete.
 
-An interrupted or failed write then never leaves a half-written result at the target path.
+An interrupted or failed write then never leaves a half-written result at the target path; a
+write that finds the disk full is reported in one line naming the target (errors.DiskFull).
 """
 import contextlib
 import os
 import shutil
 import tempfile
+
+from .errors import DiskFull, is_disk_full
 
 
 def _umask():
@@ -22,20 +25,24 @@ def atomic_path(target, is_dir=False, replace=True, keep_extension=False):
     On any exception the temporary path is removed and ``target`` is left untouched. With
     ``replace=False`` an existing target raises FileExistsError before anything is written.
     ``keep_extension`` gives the temporary file the target's extension, for writers that pick
-    the format by it (OpenCV's VideoWriter).
+    the format by it (OpenCV's VideoWriter). A full disk (OSError ENOSPC or EDQUOT, from writing
+    the temporary path or with no file named) raises DiskFull naming ``target`` once the
+    temporary path is gone.
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     if not replace and os.path.lexists(target):
         raise FileExistsError(target)
-    base = "." + os.path.basename(target) + ".tmp-"
-    if is_dir:
-        tmp = tempfile.mkdtemp(prefix=base, dir=parent)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=base, suffix=os.path.splitext(target)[1] if keep_extension else "", dir=parent)
-        os.close(fd)
+    prefix = "." + os.path.basename(target) + ".tmp-"
+    tmp = None
     try:
+        if is_dir:
+            tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent,
+                                       suffix=os.path.splitext(target)[1] if keep_extension else "")
+            os.close(fd)
         yield tmp
         # mkstemp/mkdtemp create 0600/0700: give the result the usual mode.
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())
@@ -47,9 +54,12 @@ def atomic_path(target, is_dir=False, replace=True, keep_extension=False):
             shutil.rmtree(old)
         else:
             os.replace(tmp, target)
-    except BaseException:
-        if os.path.isdir(tmp):
+    except BaseException as error:
+        if tmp and os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
+        elif tmp and os.path.lexists(tmp):
             os.remove(tmp)
+        # A failure of this write (another atomic write in the same block reports its own).
+        if is_disk_full(error) and (error.filename is None or str(error.filename).startswith(os.path.join(parent, prefix))):
+            raise DiskFull(target) from error
         raise

@@ -54,8 +54,16 @@ def load_config(name_or_path, overrides=()):
     return validate(_load(name_or_path, overrides))
 
 
-def _load(name_or_path, overrides=()):
+def _load(name_or_path, overrides=(), chain=()):
+    """``chain``: the configs whose ``base`` led here, as (real path, path as named), outermost first."""
     path = config_path(name_or_path)
+    real = os.path.realpath(path)
+    seen = [r for r, _ in chain]
+    if real in seen:
+        cycle = [named for _, named in chain[seen.index(real):]] + [path]
+        raise InputError("%s: a cycle of base configs: %s (each names the next as its base)"
+                         % (cycle[0], " -> ".join(cycle)))
+    chain = chain + ((real, path),)
     with open(path) as handle:
         try:
             config = parse_yaml(handle) or {}
@@ -65,7 +73,7 @@ def _load(name_or_path, overrides=()):
         raise InputError("%s: a config must be a mapping at the top level" % path)
     base = config.pop("base", None)
     if base:
-        config = merge(_load(os.path.join(os.path.dirname(path), base)), config)
+        config = merge(_load(os.path.join(os.path.dirname(path), base), chain=chain), config)
     for override in overrides:
         config = apply_override(config, override)
     return config

@@ -1,9 +1,43 @@
-"""The one error type for bad user input, and the command-line wrapper that reports it."""
+"""The one error type for bad user input (a full disk among them), and the command-line wrapper
+that reports it."""
+import errno
+import os
+import shutil
 import sys
+
+# The errors of a write that found no room: a full filesystem, or a full quota.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# A write that failed without its errno (LMDB reports a short write as EIO), or with no report at
+# all (OpenCV's VideoWriter), is taken for a full disk when less than this is left where it wrote.
+NEARLY_FULL_BYTES = 1 << 20
 
 
 class InputError(Exception):
     """Bad input from the user: the message is one line naming the file, line or record."""
+
+
+class DiskFull(InputError):
+    """A write found no space left. Raised where the write's temporary copy has already been
+    removed (pycaffe_fer.atomic), so nothing half-written is left and a rerun after freeing space
+    writes it again."""
+
+    def __init__(self, path):
+        super().__init__("%s: no space left on device (nothing half-written was kept: free some space and run "
+                         "again)" % path)
+        self.path = path
+
+
+def is_disk_full(error):
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+def check_room(path):
+    """Raise OSError ENOSPC (pycaffe_fer.atomic reports it as DiskFull naming its target) when less
+    than NEARLY_FULL_BYTES is free on ``path``'s filesystem: for a write whose failure came without
+    its errno, or that reports no failure."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    if shutil.disk_usage(folder).free < NEARLY_FULL_BYTES:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
 def run_cli(main, argv=None):

@@ -3,7 +3,8 @@
 Records are shuffled once (Caffe's Data layer never shuffles) and keyed ``%08d_<source key>``.
 Worker processes decode, mirror, resize and serialize; the parent writes in key order, holding at
 most two windows of records in memory, so memory stays flat whatever the dataset size. Every LMDB
-is built in a temporary sibling and renamed when complete, with its manifest.json inside. With
+is built in a temporary sibling and renamed when complete, with its manifest.json inside; a build
+that fails (a full disk: one line, errors.DiskFull) leaves none of its LMDBs. With
 ``detect``, each image is cut to its largest face by the detector and margin prediction uses
 (pycaffe_fer.faces), so uncropped photographs train on what predict feeds the nets.
 """
@@ -14,6 +15,7 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import shutil
 import signal
 from multiprocessing import shared_memory
 
@@ -196,6 +198,7 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
     # Two windows in flight: a slot is reused only after the writer has copied its record out.
     slots = RecordSlots(2 * window, slot_bytes)
     pool = multiprocessing.Pool(workers, initializer=_start_worker, initargs=(slots, detect))
+    soft_writers = []
     try:
         with contextlib.ExitStack() as stack:
             image_writer = stack.enter_context(LMDBWriter(out, force))
@@ -212,6 +215,13 @@ def build_image_lmdb(dataset, out, size=224, gray=False, seed=0, force=False, sk
             for writer, (_, fields, _) in zip(soft_writers, soft):
                 writer.manifest = dict(fields, kind="soft", image_lmdb=os.path.abspath(out),
                                        split=dataset.split, seed=seed)
+    except BaseException:
+        # The soft-label LMDBs finish before the image LMDB: those already in place when a later
+        # one failed (a full disk) go too, so a rerun finds none of the set and writes it all.
+        for writer in soft_writers:
+            if writer.written:
+                shutil.rmtree(writer.path)
+        raise
     finally:
         # close, not terminate: a worker killed while it holds the result queue's lock leaves that
         # lock taken, and the pool's task handler hangs on it. At most two windows of tasks remain.
@@ -234,7 +244,10 @@ def _write_records(samples, results, slots, image_writer, soft_writers, soft, sk
             skipped.append(info)
             continue
         key = record_key(image_writer.count, sample.key)
-        image_writer.put(key, slots.read(index % slots.count, length))
+        # Released at once (LMDB has copied it): a view kept alive by an error's traceback would
+        # keep the shared memory from closing.
+        with slots.read(index % slots.count, length) as record:
+            image_writer.put(key, record)
         for writer, (_, _, record) in zip(soft_writers, soft):
             writer.put(key, record(sample))
         per_class[sample.label] += 1

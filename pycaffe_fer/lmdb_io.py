@@ -15,6 +15,7 @@ import lmdb
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import InputError, check_room
 
 # LMDB reserves address space, not disk: a map this large costs nothing and never fills.
 MAP_SIZE = 1 << 40
@@ -181,8 +182,9 @@ class LMDBWriter:
     ``with LMDBWriter(path, force=False) as writer: writer.put(key, value)``, keys in increasing
     byte order (``record_key`` gives them): records are appended, the fast path for large values.
     Without ``force`` an existing ``path`` is refused before anything is written; a failure leaves
-    nothing behind. A dict assigned to ``writer.manifest`` is written, with ``count`` and
-    ``key_order_sha256`` added, as the LMDB's manifest.json.
+    nothing behind (a full disk: errors.DiskFull naming ``path``). A dict assigned to
+    ``writer.manifest`` is written, with ``count`` and ``key_order_sha256`` added, as the LMDB's
+    manifest.json. ``written``: whether the LMDB is complete at ``path``.
     """
 
     def __init__(self, path, force=False):
@@ -190,36 +192,60 @@ class LMDBWriter:
         self.force = force
         self.count = 0
         self.manifest = None
+        self.written = False
         self._key_order = KeyOrder()
         self._pending_bytes = 0
+        self._env = self._txn = None
 
     def __enter__(self):
         if not self.force and os.path.lexists(self.path):
             raise FileExistsError("%s already exists (pass --force to replace it)" % self.path)
         self._atomic = atomic_path(self.path, is_dir=True, replace=self.force)
         self._tmp = self._atomic.__enter__()
-        # No fsync per commit: an interrupted build is thrown away, so one sync at the end suffices.
-        self._env = lmdb.open(self._tmp, map_size=MAP_SIZE, subdir=True, meminit=False, sync=False)
-        self._txn = self._env.begin(write=True)
+        try:
+            # No fsync per commit: an interrupted build is thrown away, so one sync at the end suffices.
+            self._env = self._lmdb(lmdb.open, self._tmp, map_size=MAP_SIZE, subdir=True, meminit=False, sync=False)
+            self._txn = self._env.begin(write=True)
+        except BaseException as error:
+            self._close()
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
+    def _lmdb(self, call, *args, **kwargs):
+        """``call(*args, **kwargs)``; LMDB's errors name no errno (a short write on a full disk is
+        EIO), so the room left tells a full disk (errors.check_room) from another failure."""
+        try:
+            return call(*args, **kwargs)
+        except lmdb.Error as error:
+            check_room(self._tmp)
+            raise InputError("%s: cannot write the LMDB: %s" % (self.path, error))
+
     def put(self, key, value):
-        if not self._txn.put(key, value, append=True, overwrite=False):
+        if not self._lmdb(self._txn.put, key, value, append=True, overwrite=False):
             raise ValueError("%s: key %r does not come after the previous one" % (self.path, key))
         self._key_order.add(key)
         self.count += 1
         self._pending_bytes += len(value)
         if self._pending_bytes >= COMMIT_BYTES:
-            self._txn.commit()
+            self._lmdb(self._txn.commit)
             self._txn = self._env.begin(write=True)
             self._pending_bytes = 0
 
+    def _close(self):
+        if self._txn is not None:
+            self._txn.abort()
+        if self._env is not None:
+            self._env.close()
+        self._env = self._txn = None
+
     def _finish(self):
         try:
-            self._txn.commit()
-            self._env.sync(True)
+            self._lmdb(self._txn.commit)
+            self._txn = None
+            self._lmdb(self._env.sync, True)
         finally:
-            self._env.close()
+            self._close()
         if self.manifest is not None:
             manifest = dict(self.manifest, count=self.count, key_order_sha256=self._key_order.hexdigest())
             with open(os.path.join(self._tmp, MANIFEST_NAME), "w") as handle:
@@ -234,6 +260,7 @@ class LMDBWriter:
                 self._atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary copy
                 raise
         else:
-            self._txn.abort()
-            self._env.close()
-        return self._atomic.__exit__(exc_type, exc, tb)
+            self._close()
+        suppressed = self._atomic.__exit__(exc_type, exc, tb)
+        self.written = exc_type is None
+        return suppressed

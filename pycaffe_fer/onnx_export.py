@@ -169,6 +169,8 @@ def build_model(spec):
     import caffe
     from onnx import TensorProto, helper
 
+    from .weights import load_trained_net
+
     if spec.fusion not in FUSIONS:
         raise InputError("fusion must be one of %s, got %r" % (", ".join(FUSIONS), spec.fusion))
     size = int(spec.input_size)
@@ -189,7 +191,7 @@ def build_model(spec):
             if not os.path.exists(path):
                 raise InputError("member %s: %s does not exist" % (member.name, path))
         deploy = read_deploy(member.deploy)      # an unknown layer type fails before Caffe builds it
-        net = caffe.Net(member.deploy, caffe.TEST, weights=member.model)
+        net = load_trained_net(member.deploy, member.model)
         expected = (3, size, size)
         if tuple(net.blobs["data"].data.shape[1:]) != expected:
             raise InputError("%s: the net's input is %s, the ensemble's %s" % (

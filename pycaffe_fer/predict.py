@@ -6,7 +6,8 @@ the training images were: one result per face (index, box, confidence), largest 
 largest. In a video every sampled frame's faces are found the same way. Faces are scored in
 batches: one net call per batch of faces, whatever images or frames they come from.
 
-A file that cannot be read, or an image with no face, is a result with ``error`` (and no label):
+A file that cannot be read, a path that does not exist, or an image with no face, is a result with
+``error`` (and no label):
 the other files are still predicted, unless ``strict``, where it stops everything.
 """
 import functools
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .classes import CLASSES
-from .datasets.base import ImageFile
+from .datasets.base import ImageFile, encode_image
 from .datasets.folder import IMAGE_EXTENSIONS
 from .errors import InputError
 from .faces import Face, crop, image_faces
@@ -32,17 +33,18 @@ MAX_HELD_FRAMES = 64
 
 def media_paths(inputs):
     """(image files, video files) named, and those inside the folders named (sorted), in order. A
-    named file without an image extension is taken as a video: anything OpenCV reads."""
+    named file without an image extension is taken as a video: anything OpenCV reads. A named path
+    that is neither file nor folder goes with the images, where it fails as an unreadable file does."""
     images, videos = [], []
     for item in inputs:
         if os.path.isdir(item):
             for path in sorted(os.path.join(root, name) for root, _, names in os.walk(item) for name in names):
                 ext = os.path.splitext(path)[1].lower()
                 (images if ext in IMAGE_EXTENSIONS else videos if ext in VIDEO_EXTENSIONS else []).append(path)
-        elif os.path.isfile(item):
-            (images if os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS else videos).append(item)
+        elif os.path.isfile(item) and os.path.splitext(item)[1].lower() not in IMAGE_EXTENSIONS:
+            videos.append(item)
         else:
-            raise InputError("%s: no such image, video or folder" % item)
+            images.append(item)
     if not images and not videos:
         raise InputError("no images or videos found in %s" % ", ".join(inputs))
     return images, videos
@@ -107,6 +109,8 @@ def predict_images(backend, paths, detector=None, faces="all", batch_size=32, st
     batcher = FaceBatcher(backend, batch_size, strict, on_error)
     for path in tqdm(paths, unit="img", desc="images", disable=None):
         try:
+            if not os.path.isfile(path):
+                raise InputError("%s: no such image, video or folder" % path)
             image, _ = ImageFile(path).load(gray=False)
         except InputError as error:
             batcher.fail(path, error)
@@ -122,9 +126,9 @@ def predict_images(backend, paths, detector=None, faces="all", batch_size=32, st
     batcher.flush()
     if annotate and any("label" in r for r in batcher.done):
         draw(image, [r for r in batcher.done if "box" in r])
-        with atomic_path(annotate, keep_extension=True) as tmp:
-            if not cv2.imwrite(tmp, image):
-                raise InputError("%s: OpenCV cannot write an image with this extension (try .png or .jpg)" % annotate)
+        data = encode_image(annotate, image)
+        with atomic_path(annotate) as tmp, open(tmp, "wb") as handle:
+            handle.write(data)
     return batcher.done
 
 

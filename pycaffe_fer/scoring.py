@@ -26,11 +26,11 @@ SCORES_FILE = "scores.npz"
 
 
 def load_nets(members, gpu=None):
-    """caffe.Net (TEST) of each ensemble.Member."""
-    import caffe
+    """caffe.Net (TEST) of each ensemble.Member, each caffemodel checked before Caffe reads it."""
+    from .weights import load_trained_net
 
     use_device(gpu)
-    return [caffe.Net(m.deploy, caffe.TEST, weights=m.model) for m in members]
+    return [load_trained_net(m.deploy, m.model) for m in members]
 
 
 def scores_on(lmdb_path, members, net_config, gpu=None):

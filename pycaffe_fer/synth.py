@@ -26,9 +26,10 @@ import numpy as np
 from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
 from .datasets import LAYOUTS
+from .datasets.base import encode_image
 from .datasets.fer2013 import USAGE_OF_SPLIT, row_key
 from .datasets.raf import RAF_TO_CANONICAL
-from .errors import InputError
+from .errors import InputError, check_room
 from .lmdb_build import default_workers, single_threaded_opencv
 from .lmdb_io import lmdb_keys, parse_record_key
 from .softlabel import construct, row_entropy
@@ -308,20 +309,23 @@ def _write_mixtures(path, rows):
             writer.writerow([key, split, label] + ["%.6f" % w for w in mixture])
 
 
-def write_fer2013(out, seed, sizes, pool=None):
-    """fer2013.csv in the FER-2013 format (Training, then PublicTest, then PrivateTest rows) and
-    fer2013_mixtures.csv; returns (key, split, label, mixture) of each row."""
+def write_fer2013(out, seed, sizes, pool=None, ferplus=False):
+    """fer2013.csv in the FER-2013 format (Training, then PublicTest, then PrivateTest rows),
+    fer2013_mixtures.csv and, with ``ferplus``, fer2013new.csv. fer2013.csv is renamed into place
+    last, when the others are whole."""
     rows = []
-    with atomic_path(os.path.join(out, "fer2013.csv")) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("emotion", "pixels", "Usage"))
-        for split in ("train", "val", "test"):
-            for _, label, mixture, image in draw_split(seed, "fer2013", split, sizes[split], 48, True, pool):
-                pixels = " ".join(map(str, image.ravel().tolist()))
-                handle.write('%d,"%s",%s\n' % (label, pixels, USAGE_OF_SPLIT[split]))
-                rows.append((row_key(len(rows)), split, label, mixture))
-    _write_mixtures(os.path.join(out, "fer2013_mixtures.csv"), rows)
-    return rows
+    with atomic_path(os.path.join(out, "fer2013.csv")) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(("emotion", "pixels", "Usage"))
+            for split in ("train", "val", "test"):
+                for _, label, mixture, image in draw_split(seed, "fer2013", split, sizes[split], 48, True, pool):
+                    pixels = " ".join(map(str, image.ravel().tolist()))
+                    handle.write('%d,"%s",%s\n' % (label, pixels, USAGE_OF_SPLIT[split]))
+                    rows.append((row_key(len(rows)), split, label, mixture))
+        _write_mixtures(os.path.join(out, "fer2013_mixtures.csv"), rows)
+        if ferplus:
+            write_ferplus(out, seed, rows)
 
 
 def write_ferplus(out, seed, fer_rows):
@@ -341,6 +345,11 @@ def write_ferplus(out, seed, fer_rows):
             writer.writerow([usage, row_key(index) + ".png"] + votes.tolist() + [0])
 
 
+def write_image(path, image, params=()):
+    with open(path, "wb") as handle:
+        handle.write(encode_image(path, image, params))
+
+
 def write_raf(out, seed, sizes, pool=None):
     """raf/basic/: EmoLabel/list_patition_label.txt, Image/aligned/*_aligned.jpg (100 x 100) and
     Image/original/*.jpg (128 x 128); raf_mixtures.csv."""
@@ -352,9 +361,9 @@ def write_raf(out, seed, sizes, pool=None):
         for split, digits in (("train", 5), ("test", 4)):
             for index, label, mixture, image in draw_split(seed, "raf", split, sizes[split], 128, False, pool):
                 stem = "%s_%0*d" % (split, digits, index + 1)
-                cv2.imwrite(os.path.join(tmp, "basic", "Image", "original", stem + ".jpg"), image,
+                write_image(os.path.join(tmp, "basic", "Image", "original", stem + ".jpg"), image,
                             [cv2.IMWRITE_JPEG_QUALITY, 92])
-                cv2.imwrite(os.path.join(tmp, "basic", "Image", "aligned", stem + "_aligned.jpg"),
+                write_image(os.path.join(tmp, "basic", "Image", "aligned", stem + "_aligned.jpg"),
                             cv2.resize(image, (100, 100), interpolation=cv2.INTER_AREA),
                             [cv2.IMWRITE_JPEG_QUALITY, 92])
                 lines.append("%s.jpg %d\n" % (stem, canonical_to_raf[label]))
@@ -373,7 +382,7 @@ def write_sfew(out, seed, sizes, pool=None):
                 folder = os.path.join(tmp, top, top + "_Aligned_Faces", SFEW_FOLDERS[label])
                 os.makedirs(folder, exist_ok=True)
                 stem = "Synth%s_%09d_%08d" % (top, index // 8, index % 8 + 1)
-                cv2.imwrite(os.path.join(folder, stem + ".png"), image)
+                write_image(os.path.join(folder, stem + ".png"), image)
                 rows.append(("%s/%s" % (SFEW_FOLDERS[label], stem), split, label, mixture))
     _write_mixtures(os.path.join(out, "sfew_mixtures.csv"), rows)
 
@@ -385,28 +394,27 @@ def small_split(n):
 
 def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, workers=None):
     """Write the synthetic set's layouts into ``out``, drawing on ``workers`` processes (default:
-    all cores); returns {layout: path written}."""
+    all cores); returns {layout: path written}. Each file and folder is written whole or not at all
+    (a full disk: errors.DiskFull naming it), fer2013.csv last: a set that has it is complete."""
     unknown = sorted(set(layouts) - set(LAYOUTS))
     if unknown:
         raise ValueError("unknown layouts %s (known: %s)" % (", ".join(unknown), ", ".join(LAYOUTS)))
     os.makedirs(out, exist_ok=True)
     workers = workers or default_workers()
-    written = {}
+    fer2013 = "fer2013" in layouts or "ferplus" in layouts       # FER+ votes are on fer2013.csv's rows
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(multiprocessing.Pool(workers, initializer=single_threaded_opencv)) if workers > 1 else None
-        if "fer2013" in layouts or "ferplus" in layouts:
-            fer_rows = write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool)
-            written["fer2013"] = os.path.join(out, "fer2013.csv")
-            if "ferplus" in layouts:
-                write_ferplus(out, seed, fer_rows)
-                written["ferplus"] = os.path.join(out, "fer2013new.csv")
+        # fer2013.csv last: the pipeline takes a set with it as written, so one cut short (a full
+        # disk, a kill) is written again by the rerun.
         if "raf" in layouts:
             write_raf(out, seed, {"train": small_split(train), "test": small_split(test)}, pool)
-            written["raf"] = os.path.join(out, "raf", "basic")
         if "sfew" in layouts:
             write_sfew(out, seed, {"train": small_split(train), "val": small_split(val)}, pool)
-            written["sfew"] = os.path.join(out, "sfew")
-    return written
+        if fer2013:
+            write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool, ferplus="ferplus" in layouts)
+    paths = {"fer2013": "fer2013.csv", "ferplus": "fer2013new.csv", "raf": os.path.join("raf", "basic"), "sfew": "sfew"}
+    return {layout: os.path.join(out, path) for layout, path in paths.items()
+            if layout in layouts or (layout == "fer2013" and fer2013)}
 
 
 def write_video(path, frames=300, fps=25.0, size=(640, 480), face=200, seed=0):
@@ -430,4 +438,5 @@ def write_video(path, frames=300, fps=25.0, size=(640, 480), face=200, seed=0):
             writer.write(frame)
             boxes.append((x, y, face))
         writer.release()
+        check_room(tmp)         # VideoWriter reports no failed write: on a full disk the video is cut short
     return boxes

@@ -1,9 +1,12 @@
-"""Initialising a net from pre-trained weights (VGG-Face, section 4.2), by layer name as Caffe does.
+"""Caffemodels: reading them before Caffe does, initialising a net from pre-trained weights
+(VGG-Face, section 4.2) by layer name as Caffe does, loading a trained net, and a model's digest.
 
 Caffe's own copy (``-weights``, ``Net.copy_from``) silently skips source layers the net lacks,
-says nothing of net layers left at their fillers, and aborts the process on a shape mismatch.
-``copy_weights`` checks names and shapes first, turns a mismatch into an error naming the layer,
-lets Caffe copy, and reports which layers were copied and which were not. V1-format models
+says nothing of net layers left at their fillers, and aborts the process on a shape mismatch or a
+file it cannot parse (a glog stack trace, exit status 134). ``copy_weights`` checks names and
+shapes first, turns a mismatch into an error naming the layer, lets Caffe copy, and reports which
+layers were copied and which were not; ``load_trained_net`` also refuses a model that lacks any of
+the net's weights (a snapshot cut short at a layer's end still parses). V1-format models
 (``layers`` instead of ``layer``, as VGG-Face's) are read too; Caffe upgrades them when copying.
 """
 import collections
@@ -11,6 +14,7 @@ import collections
 from caffe.proto import caffe_pb2
 from google.protobuf.message import DecodeError
 
+from .datasets.base import file_digest
 from .errors import InputError
 
 WeightsReport = collections.namedtuple("WeightsReport", "copied not_initialised ignored")
@@ -26,11 +30,15 @@ def model_blob_shapes(caffemodel):
     param = caffe_pb2.NetParameter()
     try:
         with open(caffemodel, "rb") as handle:
-            param.ParseFromString(handle.read())
+            data = handle.read()
     except OSError as error:
         raise InputError("%s: cannot read the weights: %s" % (caffemodel, error.strerror))
+    if not data:
+        raise InputError("%s: empty file, not a Caffe model" % caffemodel)
+    try:
+        param.ParseFromString(data)
     except DecodeError:
-        raise InputError("%s: not a Caffe model (binary NetParameter)" % caffemodel)
+        raise InputError("%s: not a Caffe model (binary NetParameter), or one cut short" % caffemodel)
     layers = list(param.layer) or list(param.layers)     # V1 models keep them in `layers`
     return collections.OrderedDict((layer.name, [_blob_shape(blob) for blob in layer.blobs])
                                    for layer in layers if len(layer.blobs))
@@ -75,6 +83,30 @@ def copy_weights(net, caffemodel):
     report = plan_copy(net, caffemodel)
     net.copy_from(caffemodel)
     return report
+
+
+def load_trained_net(deploy, caffemodel):
+    """caffe.Net (TEST) of the prototxt ``deploy`` with every weight from ``caffemodel``, read here
+    before Caffe reads it: a file that is missing, empty, cut short or of another net is an
+    InputError naming it, not an abort of the process."""
+    import caffe
+
+    net = caffe.Net(deploy, caffe.TEST)
+    report = plan_copy(net, caffemodel)
+    if report.not_initialised:
+        raise InputError("%s: no weights for layer %s of %s: a model cut short, or of another net"
+                         % (caffemodel, report.not_initialised[0], deploy))
+    net.copy_from(caffemodel)
+    return net
+
+
+def model_digest(caffemodel):
+    """The MD5 of a caffemodel's bytes (datasets.base.file_digest): what a finished run records, so
+    that a later look can tell the snapshot is still the one it wrote."""
+    try:
+        return file_digest(caffemodel)
+    except OSError as error:
+        raise InputError("%s: cannot read the weights: %s" % (caffemodel, error.strerror))
 
 
 def describe(report):

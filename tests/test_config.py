@@ -165,3 +165,34 @@ def test_run_experiment_exits_2_on_a_typo_before_writing_anything(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.startswith("error: config %s: " % key) and proc.stderr.count("\n") == 1, proc.stderr
         assert not out.exists(), "no LMDB, no run directory"
+
+
+@pytest.mark.parametrize("files, cycle", [
+    ({"self.yaml": "base: self.yaml\nname: x\n"}, ["self.yaml", "self.yaml"]),
+    ({"a.yaml": "base: b.yaml\nname: a\n", "b.yaml": "base: sub/../a.yaml\nname: b\n"},
+     ["a.yaml", "b.yaml", "sub/../a.yaml"]),
+    ({"top.yaml": "base: a.yaml\n", "a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"},
+     ["a.yaml", "b.yaml", "a.yaml"]),
+])
+def test_a_cycle_of_base_configs_is_one_line_naming_it(tmp_path, files, cycle):
+    (tmp_path / "sub").mkdir()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    start = str(tmp_path / next(name for name in ("top.yaml", "self.yaml", "a.yaml") if name in files))
+    with pytest.raises(InputError) as raised:
+        load_config(start)
+    message = str(raised.value)
+    named = " -> ".join(os.path.join(str(tmp_path), name) for name in cycle)
+    assert message == "%s: a cycle of base configs: %s (each names the next as its base)" % (
+        os.path.join(str(tmp_path), cycle[0]), named)
+
+
+def test_run_experiment_exits_2_on_a_base_cycle(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--config",
+                           str(tmp_path / "a.yaml"), "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "a cycle of base configs" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -414,3 +414,37 @@ def test_detect_crops_the_largest_face_of_real_photos_as_predict_does(tmp_path, 
         box = detector.faces(photo)[0]
         assert box.w == box.h and 100 <= box.w < min(photo.shape[:2])          # a face, not the whole photo
         np.testing.assert_array_equal(image.transpose(1, 2, 0), fit(faces.crop(photo, box), 64))
+
+
+def test_detect_keeps_aligned_crops_whole_and_cuts_studio_frames_to_the_face(tmp_path, capsys):
+    from pycaffe_fer import faces
+    from pycaffe_fer.resize import fit
+    from face_fixtures import aligned_crops, studio_frames
+    crops, frames = aligned_crops(), studio_frames()
+    detector = faces.open_detector("ssd")
+    kept_whole_before = 0
+    expected = {}
+    for name, image in crops.items():
+        (face, *_) = detector.faces(image)
+        assert faces.is_crop(image, face), name
+        expected[name] = fit(image, 64)
+    for name, (frame, placed) in frames.items():
+        (face, *_) = detector.faces(frame)
+        assert not faces.is_crop(frame, face), name
+        left, top, right, bottom = face.raw                      # the face put there, found
+        assert abs((left + right) - (placed[0] + placed[2])) / 2 < 40 and abs((top + bottom) - (placed[1] + placed[3])) / 2 < 40
+        kept_whole_before += face.w * face.h >= 0.5 * frame.shape[0] * frame.shape[1]   # the rule before
+        expected[name] = fit(faces.crop(frame, face), 64)
+        assert face.w * face.h < 0.8 * frame.shape[0] * frame.shape[1]
+    assert kept_whole_before > len(frames) // 2, "the frames are as CK+'s: the rule before kept most whole"
+    folder = tmp_path / "images" / "train" / "happy"
+    folder.mkdir(parents=True)
+    for name, image in list(crops.items()) + [(name, frame) for name, (frame, _) in frames.items()]:
+        cv2.imwrite(str(folder / (name + ".png")), image)
+    out = tmp_path / "train_lmdb"
+    code, stdout, err = run(capsys, tmp_path / "images", "--split", "train", "--out", out, "--size", 64, "--detect")
+    assert code == 0, err
+    stored = {key.split("/", 1)[1]: image for key, _, image in records(str(out))}
+    assert sorted(stored) == sorted(expected)
+    for name, image in stored.items():
+        np.testing.assert_array_equal(image.transpose(1, 2, 0), expected[name], err_msg=name)

@@ -89,6 +89,46 @@ def test_a_faceless_image_in_a_batch_of_three_gives_two_results_one_error_and_ex
     assert strict.returncode == 2 and strict.stdout == "" and strict.stderr.strip() == "error: " + no_face
 
 
+def test_a_missing_path_in_a_batch_is_one_error_record_and_exit_1_unless_strict(run_root, tmp_path):
+    missing = str(tmp_path / "no_such_photo.jpg")
+    batch = [feat("single_face.jpg"), missing, skimage("astronaut.png")]
+    proc = run_predict("--ensemble", run_root, "--format", "json", *batch)
+    assert proc.returncode == 1
+    message = "%s: no such image, video or folder" % missing
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error")] == ["error: " + message]
+    results = json.loads(proc.stdout)
+    assert [r["image"] for r in results] == batch and results[1] == {"image": missing, "error": message}
+    assert all(r["label"] in CLASSES and "error" not in r for r in (results[0], results[2]))
+    # Alone, it is still a record (the JSON is written); --strict stops at it with exit 2.
+    alone = run_predict("--ensemble", run_root, "--format", "json", missing)
+    assert alone.returncode == 1 and json.loads(alone.stdout) == [{"image": missing, "error": message}]
+    strict = run_predict("--ensemble", run_root, "--strict", *batch)
+    assert strict.returncode == 2 and strict.stdout == "" and strict.stderr.strip() == "error: " + message
+
+
+def test_largest_face_scores_an_aligned_crop_whole_and_a_studio_frame_at_its_face(run_root, tmp_path):
+    from face_fixtures import aligned_crops, studio_frames
+    detector = faces.open_detector("ssd")
+    paths, boxes = [], []
+    crops = aligned_crops()
+    images = list(crops.items()) + [(name, frame) for name, (frame, _) in studio_frames().items()]
+    for name, image in images:
+        paths.append(str(tmp_path / (name + ".png")))
+        cv2.imwrite(paths[-1], image)
+        face = detector.faces(image)[0]
+        if faces.is_crop(image, face):
+            boxes.append([0, 0, image.shape[1], image.shape[0]])         # the whole crop
+        else:
+            boxes.append([face.x, face.y, face.w, face.h])               # the face with its margin
+    # test_make_lmdb checks the rule on each; here predict applies it: every crop whole, no frame.
+    assert boxes[:len(crops)] == [[0, 0, image.shape[1], image.shape[0]] for image in crops.values()]
+    assert all(w * h < 0.8 * 640 * 490 for _, _, w, h in boxes[len(crops):])
+    proc = run_predict("--ensemble", run_root, "--format", "json", "--faces", "largest", *paths)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["image"] for r in results] == paths and [r["box"] for r in results] == boxes
+
+
 def test_a_folder_with_a_truncated_file_predicts_the_good_ones_and_exits_1(run_root, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

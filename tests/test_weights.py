@@ -1,15 +1,27 @@
-"""VGG-Face initialisation: copy by layer name from a model built from a V1 deploy prototxt."""
+"""VGG-Face initialisation: copy by layer name from a model built from a V1 deploy prototxt; a
+trained model checked before Caffe reads it, by the library and by predict, export and scoring."""
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+
 import caffe
+import cv2
 import numpy as np
 import pytest
 from caffe.proto import caffe_pb2
 
+from pycaffe_fer import scoring
 from pycaffe_fer.config import load_config
+from pycaffe_fer.ensemble import load_ensemble
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.lmdb_io import LMDBWriter, image_datum, record_key, vector_datum
 from pycaffe_fer.templates import render_deploy, write_prototxt
-from pycaffe_fer.weights import copy_weights, describe, model_blob_shapes
-from helpers import run_caffe
+from pycaffe_fer.weights import copy_weights, describe, load_trained_net, model_blob_shapes, model_digest
+from ensemble_fixtures import random_ensemble
+from helpers import REPO, run_caffe
 from test_templates import render_cli
 
 SIZE, WIDTH, FC = 48, 0.125, 128
@@ -139,3 +151,101 @@ def test_render_then_caffe_train_from_the_repository_root_with_v1_vgg_face_weigh
         assert not [name for name in VGG_FACE_PARAM_LAYERS if "Ignoring source layer %s\n" % name in log]
         assert "Test net output #0: accuracy = " in log and "nan" not in log
         assert (tmp_path / "generated" / "snapshots" / ("fer2013_%s_iter_2.caffemodel" % run)).exists()
+
+
+# ---- a trained model checked before Caffe reads it ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-member experiment (random_ensemble: the demo net, Caffe's fillers) and its model's bytes."""
+    root = random_ensemble(str(tmp_path_factory.mktemp("trained") / "run"), members=1, grayscale=False)
+    model = os.path.join(root, "member0.caffemodel")
+    with open(model, "rb") as handle:
+        return root, model, handle.read()
+
+
+def cut_at_the_last_layer(data):
+    """The model's bytes cut where its last layer with weights begins: a shorter file that still parses."""
+    param = caffe_pb2.NetParameter()
+    param.ParseFromString(data)
+    last = max(i for i, layer in enumerate(param.layer) if layer.blobs)
+    del param.layer[last:]
+    shorter = param.SerializeToString()
+    assert data.startswith(shorter) and len(shorter) < len(data)        # a prefix of the file: a cut
+    return shorter
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:len(data) // 2], re.escape("not a Caffe model (binary NetParameter), or one cut short")),
+    (lambda data: b"", "empty file, not a Caffe model"),
+    (cut_at_the_last_layer, "no weights for layer fc8_expression of .*deploy.prototxt: a model cut short"),
+])
+def test_a_damaged_model_is_an_input_error_naming_it_before_caffe_reads_it(trained, tmp_path, damage, message):
+    root, model, data = trained
+    damaged = tmp_path / "damaged.caffemodel"
+    damaged.write_bytes(damage(data))
+    with pytest.raises(InputError, match="^%s: %s" % (re.escape(str(damaged)), message)):
+        load_trained_net(os.path.join(root, "deploy.prototxt"), str(damaged))
+    with pytest.raises(InputError, match="missing.caffemodel: cannot read the weights: No such file"):
+        load_trained_net(os.path.join(root, "deploy.prototxt"), str(tmp_path / "missing.caffemodel"))
+    # The whole model loads with Caffe's own weights.
+    net = load_trained_net(os.path.join(root, "deploy.prototxt"), model)
+    reference = caffe.Net(os.path.join(root, "deploy.prototxt"), caffe.TEST, weights=model)
+    for name in reference.params:
+        for ours, theirs in zip(net.params[name], reference.params[name]):
+            np.testing.assert_array_equal(ours.data, theirs.data)
+
+
+def test_a_models_digest_is_the_md5_of_its_bytes_and_changes_when_it_is_cut(trained, tmp_path):
+    _, model, data = trained
+    assert model_digest(model) == hashlib.md5(data).hexdigest()
+    cut = tmp_path / "cut.caffemodel"
+    cut.write_bytes(data[:-1])
+    assert model_digest(str(cut)) != model_digest(model)
+    with pytest.raises(InputError, match="gone.caffemodel: cannot read the weights"):
+        model_digest(str(tmp_path / "gone.caffemodel"))
+
+
+def damaged_experiment(tmp_path):
+    """A one-member experiment whose model is cut in half; (root, the model's path)."""
+    root = random_ensemble(str(tmp_path / "run"), members=1, grayscale=False)
+    model = os.path.join(root, "member0.caffemodel")
+    with open(model, "rb") as handle:
+        data = handle.read()
+    with open(model, "wb") as handle:
+        handle.write(data[:len(data) // 2])
+    return root, model
+
+
+def run_tool(*args, **env):
+    return subprocess.run([sys.executable] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=300, env=dict(os.environ, **env))
+
+
+def assert_one_line_naming(proc, model):
+    """Exit 2 and one line naming the model: no glog abort (exit 134, `Check failed` and a stack trace)."""
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("exporting ")]   # predict's onnx
+    assert lines == ["error: %s: not a Caffe model (binary NetParameter), or one cut short" % model], proc.stderr
+
+
+def test_predict_export_and_scoring_name_a_cut_model_in_one_line(tmp_path):
+    root, model = damaged_experiment(tmp_path)
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), np.full((48, 48, 3), 128, np.uint8))
+    for backend in ("caffe", "onnx"):          # onnx: exports the ensemble first, from the caffemodels
+        assert_one_line_naming(run_tool(os.path.join(REPO, "tools", "predict.py"), "--ensemble", root, "--backend",
+                                        backend, "--no-detect", str(face)), model)
+    out = tmp_path / "out.onnx"
+    assert_one_line_naming(run_tool(os.path.join(REPO, "tools", "export_onnx.py"), "--ensemble", root,
+                                    "--out", str(out)), model)
+    assert not out.exists()
+    lmdb = str(tmp_path / "faces_lmdb")
+    with LMDBWriter(lmdb) as writer:
+        for i in range(3):
+            writer.put(record_key(i, "face%d" % i), image_datum(np.full((48, 48, 3), 40 * i, np.uint8), i))
+    spec = load_ensemble(root)
+    directory = scoring.prepare_scoring(str(tmp_path / "scoring"), lmdb, spec.members, load_config("demo")["net"])
+    # As the executors start the task (GLOG_minloglevel=2: Caffe's own log is the task log's, not stderr's).
+    assert_one_line_naming(run_tool("-m", "pycaffe_fer.scoring", directory, GLOG_minloglevel="2"), model)
+    assert not scoring.task_done(directory)

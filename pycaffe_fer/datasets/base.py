@@ -106,6 +106,21 @@ class ImageFile(collections.namedtuple("ImageFile", "path")):
         return image, hashlib.md5(data).hexdigest()
 
 
+def encode_image(path, image, params=()):
+    """The bytes of ``image`` in the format ``path``'s extension names, to be written with Python's
+    own file calls: a full disk is then an OSError (ENOSPC), where cv2.imwrite only returns False
+    (and libpng prints to stderr)."""
+    import cv2
+
+    try:
+        ok, data = cv2.imencode(os.path.splitext(path)[1], image, list(params))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise InputError("%s: OpenCV cannot write an image with this extension (try .png or .jpg)" % path)
+    return data.tobytes()
+
+
 def truncation(data):
     """Why ``data`` is a cut-off JPEG or PNG, or None: libjpeg decodes a truncated JPEG with only a
     warning, filling the missing rows with gray, so the end marker is checked here."""
