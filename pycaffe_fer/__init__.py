@@ -43,6 +43,7 @@ The modules, one concern each, from the data up:
     config        loading, validating and recording configs (presets: configs/)
     assets        pinned files from PyPI (the SSD model, test photographs)
     devices, errors, atomic   the GPU check, the one-line error, write-then-rename
+    folder_lock   one process at a time in an experiment or run folder
 """
 import importlib
 

@@ -49,7 +49,8 @@ class LocalExecutor:
             free_gpus.put(gpu)
 
         def run_in_process(task):
-            command = [sys.executable, "-u", "-m", task.module, task.directory]
+            # --parent: a driver killed with SIGKILL takes its runs with it (tasks.end_with).
+            command = [sys.executable, "-u", "-m", task.module, task.directory, "--parent", str(os.getpid())]
             gpu = free_gpus.get() if self.gpus and task.gpu else None       # a GPU no other run holds
             if gpu is not None:
                 command += ["--gpu", str(gpu)]

@@ -3,6 +3,8 @@ the tools write (py-faster-rcnn's ``get_output_dir``, in one place).
 
     runs/<config name>/                        experiment_dir (tools/run_experiment.py --out)
         config.yaml                            CONFIG_FILE: the config and command line it ran with
+        experiment.lock                        LOCK_FILE: held by the process running the experiment
+                                               (folder_lock), and naming it
         synthetic/fer2013.csv                  synthetic_source: the embedded set, when no --data
         lmdb/<split>_train_lmdb, <split>_lmdb  lmdb, lmdb_name: image LMDBs (plan.lmdb_roles)
         lmdb/<image LMDB>_soft_g<gamma>        soft_lmdb: soft labels of D perturbed with gamma;
@@ -32,6 +34,7 @@ import os
 
 EXPERIMENTS_DIR = "runs"
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = "experiment.lock"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 ENSEMBLE_FILE = "ensemble.json"
@@ -109,6 +112,11 @@ def lmdb(out, name):
 def lmdb_build(out, lmdb_path):
     """The build task folder of one of the experiment's image LMDBs."""
     return os.path.join(out, "lmdb", "builds", os.path.basename(lmdb_path))
+
+
+def lock(out):
+    """The experiment's lock file (folder_lock.hold): one process runs the experiment at a time."""
+    return os.path.join(out, LOCK_FILE)
 
 
 def synthetic_dir(out):

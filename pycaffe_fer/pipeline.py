@@ -20,7 +20,7 @@ import collections
 import os
 
 from . import ensemble as ensemble_eq
-from . import members, paths, plan, report, scoring, softlabel, splits, synth, training
+from . import folder_lock, members, paths, plan, report, scoring, softlabel, splits, synth, training
 from . import results as results_format
 from .classes import NUM_CLASSES
 from .config import record_experiment_config, settings
@@ -254,6 +254,13 @@ class Experiment:
                              "names a real dataset (%s): remove it from the controls" % self.data)
         if config.constructor.softlabels:     # a bad D file fails now, not after the data
             softlabel.load_matrix(config.constructor.softlabels, NUM_CLASSES)
+        # One process in the folder at a time: a second is refused here, before it writes anything.
+        with folder_lock.hold(paths.lock(self.out), " ".join(self.command), self.log):
+            return self.run_stages()
+
+    def run_stages(self):
+        """Every stage, in the folder this process holds."""
+        config = self.settings
         record_experiment_config(self.out, self.config, self.command, self.force_config, self.log)
         lmdbs = self.prepare_data()
         trainer = members.RunTrainer(self.out, self.config, self.settings, lmdbs, self.executor, self.weights,

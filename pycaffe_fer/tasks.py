@@ -12,14 +12,17 @@ where the work ran:
 """
 import argparse
 import collections
+import ctypes
 import importlib
 import os
+import signal
 import sys
 
 # in_process: the local executor runs it in this process (LMDB builds and scoring passes, which
 # were always run so); otherwise in a process of its own, `jobs` at a time (training runs).
 # gpu: the task computes on a GPU when the experiment does.
 Task = collections.namedtuple("Task", "name directory module gpu in_process")
+PR_SET_PDEATHSIG = 1      # linux/prctl.h
 
 
 class TaskFailed(Exception):
@@ -43,12 +46,30 @@ def assigned_gpu():
     return 0
 
 
+def end_with(parent):
+    """End this process when process ``parent``, which started it, ends (Linux's PR_SET_PDEATHSIG): a
+    driver killed with SIGKILL leaves no training run going on behind it, writing a run folder that
+    the next driver trains too. Elsewhere the run folder's own lock (training.train) still keeps a
+    second trainer out."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:          # it ended before the line above
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def task_main(run_task, description, argv=None):
-    """The command line of a task module: ``DIRECTORY [--gpu ID|assigned]``; exit status 1 on failure."""
+    """The command line of a task module: ``DIRECTORY [--gpu ID|assigned] [--parent PID]``; exit
+    status 1 on failure."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("directory")
     parser.add_argument("--gpu", default=None, help="GPU id, or `assigned`: the one SLURM gave the task (default: CPU)")
+    parser.add_argument("--parent", type=int, help="end when this process (the one that started the task) ends")
     args = parser.parse_args(argv)
+    if args.parent:
+        end_with(args.parent)
     try:
         gpu = assigned_gpu() if args.gpu == "assigned" else None if args.gpu is None else int(args.gpu)
         run_task(args.directory, gpu=gpu)

@@ -6,6 +6,7 @@ A run directory holds
                           settings) and its status: prepared | finished | failed
     train_val.prototxt    solver.prototxt    deploy.prototxt
     snapshots/            <name>_iter_<N>.caffemodel / .solverstate, and <N>.done once both are whole
+    train.lock            held by the process training the run (folder_lock), and naming it
     train.log             the progress lines (iteration, loss, lr, speed, ETA, validation accuracy)
     metrics.csv           the same as numbers: iteration, loss, lr, images_per_s, val_accuracy (read_metrics)
 
@@ -25,7 +26,7 @@ import time
 
 import numpy as np
 
-from . import paths, templates
+from . import folder_lock, paths, templates
 from .atomic import atomic_path
 from .errors import InputError, run_cli
 from .devices import use_device
@@ -36,6 +37,7 @@ from .weights import copy_weights, describe
 RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
 METRICS_FILE = "metrics.csv"
+LOCK_FILE = "train.lock"
 METRICS_COLUMNS = ("iteration", "loss", "lr", "images_per_s", "val_accuracy")
 
 
@@ -317,8 +319,18 @@ def _finish_segment(run_dir, name, solver, test_iter, say, metrics):
 
 
 def train(run_dir, gpu=None, log=None):
-    """Train a prepared run to its max_iter, resuming from its last whole snapshot; return the model."""
+    """Train a prepared run to its max_iter, resuming from its last whole snapshot; return the model.
+    One process trains a run at a time (its train.lock): a second is refused (folder_lock.FolderInUse)."""
     run_dir = os.path.abspath(run_dir)
+    say = RunLog(run_dir, read_spec(run_dir).name, log)
+    try:
+        with folder_lock.hold(os.path.join(run_dir, LOCK_FILE), " ".join(sys.argv), say):
+            return _train_held(run_dir, gpu, say)
+    finally:
+        say.close()
+
+
+def _train_held(run_dir, gpu, say):
     run = read_run(run_dir)
     if run["status"] == "finished":
         return final_model(run_dir)
@@ -327,7 +339,6 @@ def train(run_dir, gpu=None, log=None):
     display = int(solver_settings.get("display") or 20)
     batch_size = int(run["settings"]["net"]["batch_size"])
     records = lmdb_count(spec["train_lmdb"])
-    say = RunLog(run_dir, spec["name"], log)
     metrics = RunMetrics(run_dir)
     use_device(gpu)
     resuming = True
@@ -348,8 +359,6 @@ def train(run_dir, gpu=None, log=None):
         write_run(run_dir, dict(run, status="failed", error=str(error)))
         say("FAILED: %s" % error)
         raise
-    finally:
-        say.close()
     model = os.path.relpath(_whole_snapshots(run_dir)[max_iter][0], run_dir)
     write_run(run_dir, dict(run, status="finished", model=model))
     return os.path.join(run_dir, model)

@@ -26,7 +26,8 @@ assert not loaded, loaded
 
 # The package itself too: its face imports what it names on first use.
 @pytest.mark.parametrize("module", ["pycaffe_fer"] + ["pycaffe_fer." + name for name in (
-    "config", "classes", "softlabel", "metrics", "results", "executor", "slurm", "paths", "plan", "templates")])
+    "config", "classes", "softlabel", "metrics", "results", "executor", "slurm", "paths", "plan", "templates",
+    "folder_lock")])
 def test_imports_without_caffe_lmdb_or_opencv(module):
     result = subprocess.run([sys.executable, "-c", CHECK, module], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)

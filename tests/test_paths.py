@@ -52,7 +52,8 @@ FOLDER_NAMES = [
     (re.compile(r"^(fixed_g(%|$)|control_)"), "a group's folder"),
     (re.compile(r"^(%s)?_lmdb$"), "an LMDB's name"),
     (re.compile(r"^(%s)?_soft"), "a soft-label LMDB's name"),
-    (re.compile(r"^(config\.yaml|results\.json|ensemble\.json|ensemble\.onnx|report\.md)$"), "a file of the experiment"),
+    (re.compile(r"^(config\.yaml|results\.json|ensemble\.json|ensemble\.onnx|report\.md|experiment\.lock)$"),
+     "a file of the experiment"),
 ]
 # os.path.join(..., "<one of these>", ...) spells a part of the experiment folder (alone, these words
 # are also config keys and stage names).

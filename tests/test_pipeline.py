@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,8 +10,9 @@ import time
 import caffe
 import numpy as np
 import pytest
+import yaml
 
-from pycaffe_fer import members, plan, training
+from pycaffe_fer import members, paths, plan, training
 from pycaffe_fer.classes import CLASSES
 from pycaffe_fer.config import load_config, settings
 from pycaffe_fer.errors import InputError
@@ -543,3 +545,58 @@ def test_data_detect_puts_the_ssd_detector_in_every_lmdb_recipe(tmp_path):
                        data=str(tmp_path), log=lambda line: None)
     assert {r["detect"] for r in plain.lmdb_recipes().values()} == {None}
     assert splits.recipe("o", "s", "folder", "train", 48, 0, detect="ssd")["detect"] == "ssd"
+
+
+# Three runs (the constructor, one member, one baseline member), the constructor long enough to be
+# killed while it trains.
+SMALL_PLAN = ["investigation.gammas=[]", "investigation.select=config", "ensemble.gammas=[1.4]",
+              "ensemble.fixed_gamma=[]", "ensemble.controls=[]", "ensemble.baseline={n: 1}", "solver.max_iter=200"]
+
+
+def wait_for(predicate, what, seconds=300):
+    deadline = time.time() + seconds
+    while not predicate():
+        assert time.time() < deadline, "waited %d s for %s" % (seconds, what)
+        time.sleep(0.05)
+
+
+def test_a_second_run_on_the_folder_stops_at_once_and_a_killed_runs_folder_is_taken_over(tmp_path):
+    config, out = tmp_path / "tiny.yaml", str(tmp_path / "experiment")
+    config.write_text(yaml.safe_dump(tiny_config(*SMALL_PLAN)))
+    command = [sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--config", str(config), "--out", out]
+    described = "run_experiment.py --config %s --out %s" % (config, out)
+    lock = paths.lock(out)
+    with open(str(tmp_path / "first.log"), "w") as first_log:
+        first = subprocess.Popen(command, stdout=first_log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: os.path.exists(lock) and os.path.getsize(lock), "the first run to hold the folder")
+            holder = json.load(open(lock))
+            began = time.time()
+            second = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                                    timeout=300)
+            took = time.time() - began
+            assert first.poll() is None, "the first still runs"
+            assert second.returncode == 2 and second.stdout == ""
+            assert second.stderr.splitlines() == ["error: %s: in use by pid %d on %s since %s (%s): wait for it to end, "
+                                                  "or stop it" % (out, first.pid, socket.gethostname(),
+                                                                  holder["since"], described)]
+            assert took < 60, "stopped at once (Python's imports are most of it): %.1f s" % took
+            # Killed while the constructor trains: its training process goes with it (tasks.end_with).
+            run_lock = os.path.join(out, "constructor", "hard", training.LOCK_FILE)
+            wait_for(lambda: os.path.exists(run_lock) and os.path.getsize(run_lock), "the constructor to train")
+            trainer = json.load(open(run_lock))
+        finally:
+            first.kill()
+            first.wait(timeout=60)
+    wait_for(lambda: not os.path.exists("/proc/%d" % trainer["pid"]) or
+             open("/proc/%d/stat" % trainer["pid"]).read().rsplit(")", 1)[1].split()[0] == "Z", "the trainer to end", 30)
+    third = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                           timeout=900)
+    assert third.returncode == 0, third.stderr
+    lines = third.stdout.splitlines()
+    assert [line for line in lines if "taking over" in line] == [
+        "%s: taking over from pid %d on %s since %s (%s), which ended without releasing it" % (
+            out, first.pid, socket.gethostname(), holder["since"], described),
+        "[hard] %s: taking over from pid %d on %s since %s (%s), which ended without releasing it" % (
+            os.path.dirname(run_lock), trainer["pid"], socket.gethostname(), trainer["since"], trainer["command"])]
+    assert os.path.exists(os.path.join(out, "results.json")) and open(lock).read() == ""
