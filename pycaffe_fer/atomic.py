@@ -63,3 +63,21 @@ def atomic_path(target, is_dir=False, replace=True, keep_extension=False):
         if is_disk_full(error) and (error.filename is None or str(error.filename).startswith(os.path.join(parent, prefix))):
             raise DiskFull(target) from error
         raise
+
+
+def append_whole(path, text):
+    """Append ``text`` to the file ``path`` whole or not at all: a write that fails is cut back off
+    (a full disk: DiskFull naming ``path``), so a log or CSV never ends in half a line."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    start = os.fstat(fd).st_size
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as error:
+        os.ftruncate(fd, start)
+        if is_disk_full(error):
+            raise DiskFull(path) from error
+        raise
+    finally:
+        os.close(fd)

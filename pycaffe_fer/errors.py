@@ -31,12 +31,13 @@ def is_disk_full(error):
     return isinstance(error, OSError) and error.errno in NO_SPACE
 
 
-def check_room(path):
+def check_room(path, needed=0):
     """Raise OSError ENOSPC (pycaffe_fer.atomic reports it as DiskFull naming its target) when less
-    than NEARLY_FULL_BYTES is free on ``path``'s filesystem: for a write whose failure came without
-    its errno, or that reports no failure."""
+    than ``needed`` bytes and NEARLY_FULL_BYTES more are free on ``path``'s filesystem: for a write
+    whose failure came without its errno, or that reports no failure, or (``needed``) before a
+    write that cannot fail gracefully (Caffe aborts on a snapshot it cannot write)."""
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    if shutil.disk_usage(folder).free < NEARLY_FULL_BYTES:
+    if shutil.disk_usage(folder).free < needed + NEARLY_FULL_BYTES:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
@@ -51,6 +52,12 @@ def run_cli(main, argv=None):
         return main(argv)
     except InputError as error:
         print("error: %s" % error, file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A full disk where no atomic write was going on (making a folder, say): its line all the same.
+        if not is_disk_full(error):
+            raise
+        print("error: %s: no space left on device" % (error.filename or "a write"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

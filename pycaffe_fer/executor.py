@@ -49,24 +49,29 @@ class LocalExecutor:
             free_gpus.put(gpu)
 
         def run_in_process(task):
+            """The task's own error line (task_main's, without `error: `), None if it succeeded."""
             # --parent: a driver killed with SIGKILL takes its runs with it (tasks.end_with).
             command = [sys.executable, "-u", "-m", task.module, task.directory, "--parent", str(os.getpid())]
             gpu = free_gpus.get() if self.gpus and task.gpu else None       # a GPU no other run holds
             if gpu is not None:
                 command += ["--gpu", str(gpu)]
+            error = "%s: training failed (see train.log there)" % task.directory
             try:
                 process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            universal_newlines=True)
                 for line in process.stdout:
+                    if line.startswith("error: "):       # said once, where the stage fails
+                        error = line[len("error: "):].rstrip("\n")
+                        continue
                     with lock:
                         self.log(line.rstrip("\n"))
-                return process.wait() == 0
+                return None if process.wait() == 0 else error
             finally:
                 if gpu is not None:
                     free_gpus.put(gpu)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            results = list(pool.map(run_in_process, tasks))
-        failed = [task.directory for task, ok in zip(tasks, results) if not ok]
-        if failed:
-            raise TaskFailed("training failed in %s (see train.log there)" % ", ".join(failed))
+            errors = [error for error in pool.map(run_in_process, tasks) if error]
+        if errors:
+            raise TaskFailed(errors[0] if len(errors) == 1 else "%d training runs failed:\n%s" % (
+                len(errors), "\n".join("  " + error for error in errors)))

@@ -18,6 +18,7 @@ whole snapshot and, on the CPU with a fixed seed, ends with exactly the weights 
 import collections
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -27,8 +28,8 @@ import time
 import numpy as np
 
 from . import folder_lock, paths, templates
-from .atomic import atomic_path
-from .errors import InputError, run_cli
+from .atomic import append_whole, atomic_path
+from .errors import DiskFull, InputError, check_room, is_disk_full, run_cli
 from .devices import use_device
 from .lmdb_io import lmdb_count
 from .tasks import TaskFailed, task_main
@@ -37,6 +38,7 @@ from .weights import copy_weights, describe
 RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
 METRICS_FILE = "metrics.csv"
+LOG_FILE = "train.log"
 LOCK_FILE = "train.lock"
 METRICS_COLUMNS = ("iteration", "loss", "lr", "images_per_s", "val_accuracy")
 
@@ -217,16 +219,12 @@ class RunLog:
 
     def __init__(self, run_dir, name, log=None):
         self.name, self.log = name, log or print
-        self.file = open(os.path.join(run_dir, "train.log"), "a")
+        self.path = os.path.join(run_dir, LOG_FILE)
 
     def __call__(self, line):
         line = "[%s] %s" % (self.name, line)
-        self.file.write(line + "\n")
-        self.file.flush()
+        append_whole(self.path, line + "\n")
         self.log(line)
-
-    def close(self):
-        self.file.close()
 
 
 class RunMetrics:
@@ -238,23 +236,20 @@ class RunMetrics:
 
     def keep_to(self, iteration):
         """Drop the rows past `iteration`: a resumed run redoes them from its snapshot there."""
-        if not os.path.exists(self.path):
-            with open(self.path, "w") as handle:
-                csv.writer(handle).writerow(METRICS_COLUMNS)
-            return
-        rows = read_metrics_rows(self.path)
-        if all(int(row["iteration"]) <= iteration for row in rows):
+        rows = read_metrics_rows(self.path) if os.path.exists(self.path) else None
+        if rows is not None and all(int(row["iteration"]) <= iteration for row in rows):
             return
         with atomic_path(self.path) as tmp:
             with open(tmp, "w") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(METRICS_COLUMNS)
-                writer.writerows([row[c] for c in METRICS_COLUMNS] for row in rows if int(row["iteration"]) <= iteration)
+                writer.writerows([row[c] for c in METRICS_COLUMNS] for row in rows or [] if int(row["iteration"]) <= iteration)
 
     def add(self, iteration, **values):
-        with open(self.path, "a") as handle:
-            csv.writer(handle).writerow([iteration] + ["%.6g" % values[c] if c in values else ""
-                                                        for c in METRICS_COLUMNS[1:]])
+        """A row, appended whole or not at all (a full disk)."""
+        line = io.StringIO()
+        csv.writer(line).writerow([iteration] + ["%.6g" % values[c] if c in values else "" for c in METRICS_COLUMNS[1:]])
+        append_whole(self.path, line.getvalue())
 
 
 def read_metrics_rows(path):
@@ -289,11 +284,27 @@ def _start_segment(run_dir, spec, start, snapshots, say, resuming):
     return solver
 
 
-def _step_to(solver, end, max_iter, display, say, metrics, batch_size):
+def _snapshot_room(solver, prefix):
+    """DiskFull naming the snapshot unless its room is free: Caffe aborts the process on a snapshot
+    it cannot write. It takes the net's weights (the caffemodel) and as much again (the solverstate's
+    momentum history)."""
+    size = 2 * sum(blob.data.nbytes for blobs in solver.net.params.values() for blob in blobs)
+    try:
+        check_room(prefix + ".caffemodel", size)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        raise DiskFull(prefix + ".caffemodel") from error
+
+
+def _step_to(solver, end, max_iter, display, say, metrics, batch_size, prefix):
     """Step the solver to iteration `end`, printing progress every `display` iterations (and into
-    metrics.csv)."""
+    metrics.csv); the last step, where the snapshot `prefix` is written, only with room for it (and
+    the first too: a disk already full fails the segment before its hours of training, not after)."""
     start, began, losses = solver.iter, time.time(), []
     while solver.iter < end:
+        if solver.iter in (start, end - 1):
+            _snapshot_room(solver, prefix)
         solver.step(1)
         loss = solver.net.blobs["loss"].data.item()      # a 1-element blob; float() of it is deprecated in numpy 2
         if not math.isfinite(loss):
@@ -323,11 +334,8 @@ def train(run_dir, gpu=None, log=None):
     One process trains a run at a time (its train.lock): a second is refused (folder_lock.FolderInUse)."""
     run_dir = os.path.abspath(run_dir)
     say = RunLog(run_dir, read_spec(run_dir).name, log)
-    try:
-        with folder_lock.hold(os.path.join(run_dir, LOCK_FILE), " ".join(sys.argv), say):
-            return _train_held(run_dir, gpu, say)
-    finally:
-        say.close()
+    with folder_lock.hold(os.path.join(run_dir, LOCK_FILE), " ".join(sys.argv), say):
+        return _train_held(run_dir, gpu, say)
 
 
 def _train_held(run_dir, gpu, say):
@@ -351,7 +359,8 @@ def _train_held(run_dir, gpu, say):
             solver = _start_segment(run_dir, spec, start, snapshots, say, resuming)
             metrics.keep_to(start)
             _skip_batches(solver.net, start, batch_size, records)
-            _step_to(solver, min(start + segment, max_iter), max_iter, display, say, metrics, batch_size)
+            end = min(start + segment, max_iter)
+            _step_to(solver, end, max_iter, display, say, metrics, batch_size, _snapshot_prefix(run_dir, spec["name"], end))
             _finish_segment(run_dir, spec["name"], solver, run["test_iter"], say, metrics)
             del solver
             resuming = False

@@ -1,11 +1,14 @@
-"""A full disk while the synthetic set, an LMDB or the pipeline's data stage is written: one line
-naming the path and "no space left on device", exit status 2, nothing half-written left (no file a
-rerun would take as done, no temporary copy), and a rerun with room completes. The disk is a real
-one: a tmpfs of a few megabytes, mounted in a mount namespace of the test's own (unshare, as
-test_portability does), so the writes fail as they would on a full disk."""
+"""A full disk while the synthetic set, an LMDB, the pipeline's data stage or its training runs are
+written: one line naming the path and "no space left on device" (one per failing run), a non-zero
+exit status, nothing half-written left (no file a rerun would take as done, no temporary copy), and
+a rerun with room completes. The disk is a real one: a tmpfs of a few megabytes, mounted in a mount
+namespace of the test's own (unshare, as test_portability does), so the writes fail as they would on
+a full disk."""
 import collections
 import errno
 import filecmp
+import glob
+import json
 import os
 import re
 import shlex
@@ -15,10 +18,12 @@ import sys
 import pytest
 import yaml
 
+from pycaffe_fer import training
 from pycaffe_fer.datasets import open_dataset
 from pycaffe_fer.errors import DiskFull
 from pycaffe_fer.lmdb_build import build_image_lmdb
 from pycaffe_fer.lmdb_io import LMDBWriter, read_manifest
+from pycaffe_fer.pipeline import Experiment
 from pycaffe_fer.splits import prepare_build, recipe
 from pycaffe_fer.synth import write_synthetic_set
 from dataset_fixtures import SMALL, synth  # noqa: F401 (synth: a fixture)
@@ -159,3 +164,80 @@ def test_the_pipeline_names_the_synthetic_set_then_an_lmdb_on_a_full_disk(tmp_pa
     built = [name for name in steps[1].files if re.match(r"\./run/lmdb/\w+_lmdb$", name)]
     for name in built:      # an LMDB that is there is whole: its manifest is written last
         assert "%s/manifest.json" % name in steps[1].files
+
+
+def failed_snapshots(step):
+    """The snapshots each failing run of a step names in its line: the stage's failure is one line
+    (one run) or a count and then one indented line per run."""
+    lines = step.stderr.splitlines()
+    if len(lines) > 1:
+        assert lines[0] == "error: %d training runs failed:" % (len(lines) - 1), step.stderr
+        lines = ["error: " + line[2:] for line in lines[1:]]
+    paths = [re.match(r"^error: (FS/run/\S+/snapshots/\S+_iter_\d+\.caffemodel): %s$" % re.escape(FULL), line)
+             for line in lines]
+    assert lines and all(paths), step.stderr
+    return [path.group(1) for path in paths]
+
+
+def test_training_on_a_full_disk_names_each_failing_run_marks_nothing_done_and_a_rerun_completes(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config()))
+    # The room the data stage takes (the synthetic set, the LMDBs), measured on a disk with room.
+    reference = str(tmp_path / "reference")
+    Experiment(tiny_config(), reference, log=lambda line: None).prepare_data()
+    data = allocated(reference)
+    run_experiment = [sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--config", str(config),
+                      "--out", "FS/run"]
+    # Room for the data and 1 MiB: not for the constructor's first snapshot (its half a megabyte and
+    # the 1 MiB errors.check_room keeps free); then for the constructor's snapshots, not for the
+    # runs after it; then for everything.
+    steps = on_small_filesystem(tmp_path, [(data + (1 << 20), run_experiment), (data + (27 << 20) // 10, run_experiment),
+                                           (64 << 20, run_experiment)], keep="FS/run")
+    for step in steps:
+        assert "Traceback" not in step.stdout + step.stderr
+        assert not [name for name in step.files if re.search(r"(^|/)\.[^/]*\.(tmp|old)-", name)]
+    assert failed_snapshots(steps[0]) == ["FS/run/constructor/hard/snapshots/hard_iter_10.caffemodel"]
+    assert "./run/constructor/hard/snapshots/20.done" in steps[1].files
+    later = failed_snapshots(steps[1])
+    assert later and not [path for path in later if "/constructor/" in path]
+    for step in steps[:2]:
+        assert step.returncode == 1
+        for path in failed_snapshots(step):
+            # Never handed to Caffe, which would abort on it; nothing a rerun takes as done.
+            assert "." + path[2:] not in step.files
+            assert "./%s/%s.done" % (os.path.dirname(path[3:]), path.rsplit("_iter_", 1)[1][:-len(".caffemodel")]) \
+                not in step.files
+    assert steps[2].returncode == 0, steps[2].stderr
+    kept = str(tmp_path / "kept")
+    assert os.path.exists(os.path.join(kept, "results.json"))
+    for run_file in glob.glob(os.path.join(kept, "**", training.RUN_FILE), recursive=True):
+        assert json.load(open(run_file))["status"] == "finished"
+
+
+# Fill the filesystem, then append a line longer than the page the log's first line left: the part
+# that fits is written, then the rest finds no space.
+APPEND = """
+import os, sys
+from pycaffe_fer.atomic import append_whole
+from pycaffe_fer.errors import DiskFull
+log = os.path.join(sys.argv[1], "train.log")
+append_whole(log, "first line\\n")
+fd = os.open(os.path.join(sys.argv[1], "filler"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, b"x" * 4096)
+except OSError:
+    pass
+try:
+    append_whole(log, "y" * 10000 + "\\n")
+except DiskFull as error:
+    print(error)
+print(repr(open(log).read()))
+"""
+
+
+def test_a_line_appended_on_a_full_disk_is_written_whole_or_not_at_all(tmp_path):
+    """atomic.append_whole, which writes train.log and metrics.csv: a run never leaves half a line."""
+    (step,) = on_small_filesystem(tmp_path, [("64k", [sys.executable, "-c", APPEND, "FS"])])
+    assert step.returncode == 0, step.stderr
+    assert step.stdout.replace(str(tmp_path / "fs"), "FS").splitlines() == ["FS/train.log: " + FULL, repr("first line\n")]
