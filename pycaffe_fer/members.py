@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from . import paths, plan, softlabel, training
+from .errors import InputError
 from .lmdb_build import write_soft_lmdb
 from .lmdb_io import read_manifest
 from .tasks import Task
@@ -47,13 +48,18 @@ class RunTrainer:
     out: the experiment folder; config: its config dict (as templates and run.json take it) and
     settings its config.Settings; lmdbs: {role: image LMDB} (plan.lmdb_roles); weights: the
     pretrained file of init `weights`; true_softlabels: a function giving the synthetic set's true
-    soft labels (the oracle control's source); executor: runs the training tasks."""
+    soft labels (the oracle control's source); executor: runs the training tasks; refuse_damaged: a
+    finished run whose final model is no longer the one it finished with stops the experiment
+    instead of training again (check_model)."""
 
-    def __init__(self, out, config, settings, lmdbs, executor, weights=None, true_softlabels=None, log=print):
+    def __init__(self, out, config, settings, lmdbs, executor, weights=None, true_softlabels=None, log=print,
+                 refuse_damaged=False):
         self.out, self.config, self.settings, self.lmdbs = out, config, settings, lmdbs
         self.executor, self.weights, self.true_softlabels, self.log = executor, weights, true_softlabels, log
+        self.refuse_damaged = refuse_damaged
         self.prepared = {}        # terms (training.run_identity) -> run folder
         self.soft_checked = set()   # soft-label LMDBs known to hold the labels asked for
+        self.models_checked = set()   # run folders whose final model was found intact, or retrained
 
     def soft_rows(self, source, D, gamma):
         """The C x C soft labels of `source` for gamma (softlabel.source_rows)."""
@@ -96,11 +102,27 @@ class RunTrainer:
             self.prepared[identity] = training.prepare_run(os.path.join(self.out, run.folder, run.name), config, spec)
         return self.prepared[identity]
 
+    def check_model(self, run_dir):
+        """A finished run whose final model changed since (a disk error, an interrupted copy) is said
+        so in one line and trained again from its last intact snapshot, or (refuse_damaged) refused."""
+        if run_dir in self.models_checked:
+            return
+        damage = training.model_damage(run_dir)
+        if damage and self.refuse_damaged:
+            raise InputError("%s (not trained again: --damaged refuse)" % damage)
+        if damage:
+            self.log("warning: %s: training %s again from its last intact snapshot" % (damage, run_dir))
+            training.reopen(run_dir)
+        self.models_checked.add(run_dir)
+
     def train(self, runs, stage, D=None):
         """Prepare the runs and train those not finished yet; return their run folders, in order."""
         dirs = [self.prepare(run, D) for run in runs]
+        unique = list(collections.OrderedDict.fromkeys(dirs))
+        for run_dir in unique:
+            self.check_model(run_dir)
         self.executor.run([Task(training.read_spec(d).name, d, "pycaffe_fer.training", gpu=True, in_process=False)
-                           for d in collections.OrderedDict.fromkeys(dirs)], stage)
+                           for d in unique], stage)
         return dirs
 
     def base_classifiers(self, D, gammas, repeat=0):

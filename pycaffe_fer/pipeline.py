@@ -33,10 +33,12 @@ from .tasks import Task
 class Experiment:
     """One experiment directory: its config (``config``, as the templates and config.yaml take it,
     and ``settings``, its typed reading), data source, initial weights, and the executor its stages
-    hand their tasks to (default: this machine, `jobs` runs at once, on `gpus` or the CPU)."""
+    hand their tasks to (default: this machine, `jobs` runs at once, on `gpus` or the CPU);
+    refuse_damaged: a finished run whose final model changed since stops the experiment, naming the
+    file, instead of training again (members.RunTrainer.check_model)."""
 
     def __init__(self, config, out_dir, data=None, weights=None, gpus=None, jobs=1, log=print, executor=None,
-                 command=("pycaffe_fer.pipeline.Experiment",), force_config=False):
+                 command=("pycaffe_fer.pipeline.Experiment",), force_config=False, refuse_damaged=False):
         self.settings = settings(config)          # a config built in code is checked as a loaded one is
         self.config = self.settings.as_dict()
         self.out = os.path.abspath(out_dir)
@@ -44,7 +46,7 @@ class Experiment:
         self.weights = os.path.abspath(weights) if weights else None
         self.executor = executor or LocalExecutor(jobs=jobs, gpus=gpus, log=log)
         self.log = log
-        self.command, self.force_config = list(command), force_config
+        self.command, self.force_config, self.refuse_damaged = list(command), force_config, refuse_damaged
         self.truth = None
         if self.weights and not os.path.exists(self.weights):
             raise InputError("%s: no such weights file" % self.weights)
@@ -264,7 +266,7 @@ class Experiment:
         record_experiment_config(self.out, self.config, self.command, self.force_config, self.log)
         lmdbs = self.prepare_data()
         trainer = members.RunTrainer(self.out, self.config, self.settings, lmdbs, self.executor, self.weights,
-                                     self.true_softlabels, self.log)
+                                     self.true_softlabels, self.log, self.refuse_damaged)
         D, softlabel_info, constructor_dir = self.softlabels(trainer)
         investigation = self.investigate(D, trainer)
         gammas = investigation.selected if investigation else config.ensemble.gammas

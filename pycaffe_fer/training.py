@@ -3,9 +3,11 @@
 A run directory holds
 
     run.json              what the run is (head, gamma, LMDBs, initial weights, seed, net and solver
-                          settings) and its status: prepared | finished | failed
+                          settings) and its status: prepared | finished | failed; once finished, its
+                          model and the model's MD5 (model_digest)
     train_val.prototxt    solver.prototxt    deploy.prototxt
-    snapshots/            <name>_iter_<N>.caffemodel / .solverstate, and <N>.done once both are whole
+    snapshots/            <name>_iter_<N>.caffemodel / .solverstate, and <N>.done once both are whole,
+                          holding their MD5s
     train.lock            held by the process training the run (folder_lock), and naming it
     train.log             the progress lines (iteration, loss, lr, speed, ETA, validation accuracy)
     metrics.csv           the same as numbers: iteration, loss, lr, images_per_s, val_accuracy (read_metrics)
@@ -14,6 +16,9 @@ Training goes in segments of ``solver.snapshot`` iterations, each with a fresh s
 the previous segment's snapshot, its data layers moved to where the previous segment stopped and
 Caffe's random generator seeded from (seed, first iteration). An interrupted run resumes at its last
 whole snapshot and, on the CPU with a fixed seed, ends with exactly the weights of an uninterrupted run.
+A snapshot whose files are no longer what the run wrote (their MD5s) is not resumed from: the run
+goes back to the last one that is, and a finished run whose final model changed (model_damage) is
+made to train again from there (reopen).
 """
 import collections
 import csv
@@ -33,7 +38,7 @@ from .errors import DiskFull, InputError, check_room, is_disk_full, run_cli
 from .devices import use_device
 from .lmdb_io import lmdb_count
 from .tasks import TaskFailed, task_main
-from .weights import copy_weights, describe
+from .weights import copy_weights, describe, model_blob_shapes, model_digest
 
 RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
@@ -171,6 +176,75 @@ def _snapshot_prefix(run_dir, name, iteration):
     return os.path.join(run_dir, SNAPSHOT_DIR, "%s_iter_%d" % (name, iteration))
 
 
+def _marker(run_dir, iteration):
+    """The file that says the snapshot at `iteration` is whole, holding its files' MD5s."""
+    return os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % iteration)
+
+
+def _mark_whole(run_dir, iteration, files):
+    with atomic_path(_marker(run_dir, iteration)) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump({"caffemodel": model_digest(files[0]), "solverstate": model_digest(files[1])}, handle)
+
+
+def _recorded_digests(run_dir, iteration):
+    """{caffemodel, solverstate: MD5} of a whole snapshot; {} for a marker written before they were
+    recorded (empty)."""
+    with open(_marker(run_dir, iteration)) as handle:
+        text = handle.read()
+    return json.loads(text) if text else {}
+
+
+def _damage(path, digest, record):
+    """Why `path` is not the file that `record` (a snapshot's marker, run.json) says the run wrote
+    with MD5 `digest`, in one line; None if it is. Where the record holds no digest (written before
+    they were recorded), a caffemodel passes if it parses (a model cut short inside a layer does not)."""
+    try:
+        if digest is None:
+            if path.endswith(".caffemodel"):
+                model_blob_shapes(path)
+            return None
+        if model_digest(path) == digest:
+            return None
+    except InputError as error:
+        return str(error)
+    return "%s: not the file the run wrote (its MD5 differs from the one in %s)" % (path, record)
+
+
+def _drop_damaged_snapshots(run_dir, say):
+    """Take the marker away from each snapshot, latest first, whose files are no longer what the run
+    wrote, down to the first that still is: training resumes from there and writes the others again."""
+    snapshots = _whole_snapshots(run_dir)
+    for iteration in sorted(snapshots, reverse=True):
+        digests = _recorded_digests(run_dir, iteration)
+        damage = next(filter(None, (_damage(path, digests.get(kind), _marker(run_dir, iteration))
+                                    for kind, path in zip(("caffemodel", "solverstate"), snapshots[iteration]))), None)
+        if damage is None:
+            return
+        say("%s: not resuming from iteration %d" % (damage, iteration))
+        os.remove(_marker(run_dir, iteration))
+
+
+def model_damage(run_dir):
+    """Why a finished run's final model is not the one the run finished with, in one line; None if it
+    is, or if the run has not finished. A run finished before model digests were recorded (no
+    model_digest in its run.json) passes if its model parses."""
+    run = read_run(run_dir)
+    if run.get("status") != "finished":
+        return None
+    return _damage(os.path.join(run_dir, run["model"]), run.get("model_digest"), os.path.join(run_dir, RUN_FILE))
+
+
+def reopen(run_dir):
+    """A finished run whose final model is damaged (model_damage) back to one that trains: its final
+    snapshot is no longer taken as whole, and train() resumes from the last snapshot that is intact."""
+    run = read_run(run_dir)
+    write_run(run_dir, dict({k: v for k, v in run.items() if k not in ("model", "model_digest")}, status="prepared"))
+    final = _marker(run_dir, iterations(run_dir))
+    if os.path.exists(final):
+        os.remove(final)
+
+
 def _data_layer_span(net):
     """Names of the first and last Data layers, which must open the net (they feed everything)."""
     types = [layer.type for layer in net.layers]
@@ -287,7 +361,11 @@ def _start_segment(run_dir, spec, start, snapshots, say, resuming):
 def _snapshot_room(solver, prefix):
     """DiskFull naming the snapshot unless its room is free: Caffe aborts the process on a snapshot
     it cannot write. It takes the net's weights (the caffemodel) and as much again (the solverstate's
-    momentum history)."""
+    momentum history); files an earlier attempt left there (killed before its marker, or damaged)
+    go first, or _finish_segment would take them for this segment's."""
+    for path in (prefix + ".caffemodel", prefix + ".solverstate"):
+        if os.path.exists(path):
+            os.remove(path)
     size = 2 * sum(blob.data.nbytes for blobs in solver.net.params.values() for blob in blobs)
     try:
         check_room(prefix + ".caffemodel", size)
@@ -321,16 +399,17 @@ def _step_to(solver, end, max_iter, display, say, metrics, batch_size, prefix):
 
 def _finish_segment(run_dir, name, solver, test_iter, say, metrics):
     """Snapshot (step() snapshots only at multiples of `snapshot`), validate, and mark the snapshot whole."""
-    if not os.path.exists(_snapshot_prefix(run_dir, name, solver.iter) + ".solverstate"):
+    prefix = _snapshot_prefix(run_dir, name, solver.iter)
+    if not os.path.exists(prefix + ".solverstate"):
         solver.snapshot()
     accuracy = _validation_accuracy(run_dir, solver, test_iter)
     say("iter %d  validation accuracy %.4f" % (solver.iter, accuracy))
     metrics.add(solver.iter, val_accuracy=accuracy)
-    open(os.path.join(run_dir, SNAPSHOT_DIR, "%d.done" % solver.iter), "w").close()
+    _mark_whole(run_dir, solver.iter, (prefix + ".caffemodel", prefix + ".solverstate"))
 
 
 def train(run_dir, gpu=None, log=None):
-    """Train a prepared run to its max_iter, resuming from its last whole snapshot; return the model.
+    """Train a prepared run to its max_iter, resuming from its last intact snapshot; return the model.
     One process trains a run at a time (its train.lock): a second is refused (folder_lock.FolderInUse)."""
     run_dir = os.path.abspath(run_dir)
     say = RunLog(run_dir, read_spec(run_dir).name, log)
@@ -349,6 +428,7 @@ def _train_held(run_dir, gpu, say):
     records = lmdb_count(spec["train_lmdb"])
     metrics = RunMetrics(run_dir)
     use_device(gpu)
+    _drop_damaged_snapshots(run_dir, say)
     resuming = True
     try:
         while True:
@@ -369,7 +449,8 @@ def _train_held(run_dir, gpu, say):
         say("FAILED: %s" % error)
         raise
     model = os.path.relpath(_whole_snapshots(run_dir)[max_iter][0], run_dir)
-    write_run(run_dir, dict(run, status="finished", model=model))
+    digest = _recorded_digests(run_dir, max_iter).get("caffemodel") or model_digest(os.path.join(run_dir, model))
+    write_run(run_dir, dict(run, status="finished", model=model, model_digest=digest))
     return os.path.join(run_dir, model)
 
 

@@ -100,13 +100,14 @@ def load_trained_net(deploy, caffemodel):
     return net
 
 
-def model_digest(caffemodel):
-    """The MD5 of a caffemodel's bytes (datasets.base.file_digest): what a finished run records, so
-    that a later look can tell the snapshot is still the one it wrote."""
+def model_digest(snapshot):
+    """The MD5 of a snapshot file's bytes, a caffemodel's or its solverstate's
+    (datasets.base.file_digest): what a run records of each snapshot it writes and of its final
+    model, so that a later look can tell the file is still the one it wrote."""
     try:
-        return file_digest(caffemodel)
+        return file_digest(snapshot)
     except OSError as error:
-        raise InputError("%s: cannot read the weights: %s" % (caffemodel, error.strerror))
+        raise InputError("%s: cannot read it: %s" % (snapshot, error.strerror))
 
 
 def describe(report):

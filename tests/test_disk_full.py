@@ -26,6 +26,7 @@ from pycaffe_fer.lmdb_io import LMDBWriter, read_manifest
 from pycaffe_fer.pipeline import Experiment
 from pycaffe_fer.splits import prepare_build, recipe
 from pycaffe_fer.synth import write_synthetic_set
+from pycaffe_fer.weights import model_digest
 from dataset_fixtures import SMALL, synth  # noqa: F401 (synth: a fixture)
 from helpers import REPO, tiny_config
 
@@ -211,7 +212,9 @@ def test_training_on_a_full_disk_names_each_failing_run_marks_nothing_done_and_a
     kept = str(tmp_path / "kept")
     assert os.path.exists(os.path.join(kept, "results.json"))
     for run_file in glob.glob(os.path.join(kept, "**", training.RUN_FILE), recursive=True):
-        assert json.load(open(run_file))["status"] == "finished"
+        run = json.load(open(run_file))
+        assert run["status"] == "finished"
+        assert model_digest(os.path.join(os.path.dirname(run_file), run["model"])) == run["model_digest"]
 
 
 # Fill the filesystem, then append a line longer than the page the log's first line left: the part

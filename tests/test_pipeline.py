@@ -1,4 +1,5 @@
 """The paper's pipeline end to end in real Caffe, on a small synthetic set with a tiny net."""
+import glob
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pycaffe_fer.config import load_config, settings
 from pycaffe_fer.errors import InputError
 from pycaffe_fer.pipeline import Experiment
 from pycaffe_fer.plan import planned_runs
+from pycaffe_fer.weights import model_digest
 from helpers import REPO, tiny_config
 
 @pytest.fixture(scope="module")
@@ -334,6 +336,27 @@ def test_killed_run_resumes_to_the_same_weights(experiment, tmp_path):
             np.testing.assert_array_equal(a.data, b.data, err_msg=name)
 
 
+def test_a_reopened_run_writes_its_final_snapshot_again_off_the_snapshot_interval(experiment, tmp_path):
+    """max_iter 15, snapshot 10: the last snapshot is train()'s own, not Caffe's step(). The damaged
+    one left in its place must not be taken for the new one."""
+    out, _, _ = experiment
+    spec = dict(training.read_run(os.path.join(out, "ensemble", "g1.4"))["spec"], name="r", weights=None)
+    run_dir = training.prepare_run(str(tmp_path / "r"), tiny_config("solver.max_iter=15", "solver.snapshot=10"), spec)
+    training.train(run_dir, log=lambda line: None)
+    model = training.final_model(run_dir)
+    assert model.endswith("r_iter_15.caffemodel") and training.model_damage(run_dir) is None
+    written = open(model, "rb").read()
+    with open(model, "r+b") as handle:
+        handle.truncate(len(written) - 1)
+    assert training.model_damage(run_dir) == "%s: not the file the run wrote (its MD5 differs from the one in %s)" % (
+        model, os.path.join(run_dir, training.RUN_FILE))
+    training.reopen(run_dir)
+    lines = []
+    assert training.train(run_dir, log=lines.append) == model
+    assert "[r] resumed from iteration 10" in lines
+    assert open(model, "rb").read() == written and training.model_damage(run_dir) is None
+
+
 def test_loss_that_becomes_nan_stops_the_run(experiment, tmp_path):
     out, _, _ = experiment
     spec = dict(training.read_run(os.path.join(out, "ensemble", "g1.4"))["spec"], name="nan", weights=None)
@@ -545,6 +568,81 @@ def test_data_detect_puts_the_ssd_detector_in_every_lmdb_recipe(tmp_path):
                        data=str(tmp_path), log=lambda line: None)
     assert {r["detect"] for r in plain.lmdb_recipes().values()} == {None}
     assert splits.recipe("o", "s", "folder", "train", 48, 0, detect="ssd")["detect"] == "ssd"
+
+
+def final_models(out):
+    """{run folder: (its final model, the model's modification time)} of every finished run."""
+    dirs = [os.path.dirname(p) for p in glob.glob(os.path.join(out, "**", training.RUN_FILE), recursive=True)]
+    return {d: (training.final_model(d), os.stat(training.final_model(d)).st_mtime_ns) for d in dirs
+            if training.is_finished(d)}
+
+
+def test_a_damaged_final_model_is_named_and_its_run_alone_trains_again_to_the_same_results(experiment, tmp_path):
+    """A member's final caffemodel and the constructor's cut in half (a disk error, a copy cut
+    short): --damaged refuse stops, naming one; a plain rerun names each in one line, trains those two
+    runs again from their last intact snapshots (the constructor from iteration 10 of 20, the member,
+    a single segment, from its start) and nothing else, and results.json is the untouched one."""
+    out, _, _ = experiment
+    results = json.load(open(os.path.join(out, "results.json")))
+    before = final_models(out)
+    member, constructor = os.path.join(out, "ensemble", "g1.4"), os.path.join(out, "constructor", "hard")
+    written = {}
+    for run_dir in (constructor, member):
+        model = training.final_model(run_dir)
+        written[run_dir] = open(model, "rb").read()
+        with open(model, "wb") as handle:
+            handle.write(written[run_dir][:len(written[run_dir]) // 2])
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config()))
+    refused = subprocess.run([sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--config", str(config),
+                              "--out", out, "--damaged", "refuse"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True, timeout=600)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "error: %s: not the file the run wrote (its MD5 differs from the one in %s) (not trained again: --damaged "
+        "refuse)" % (training.final_model(constructor), os.path.join(constructor, training.RUN_FILE))]
+    assert "iter " not in refused.stdout and training.is_finished(constructor), "refused before any training"
+
+    lines = []
+    Experiment(tiny_config(), out, log=lines.append).run()
+    assert [line for line in lines if line.startswith("warning: ") and " again " in line] == [
+        "warning: %s: not the file the run wrote (its MD5 differs from the one in %s): training %s again from its last "
+        "intact snapshot" % (training.final_model(d), os.path.join(d, training.RUN_FILE), d) for d in (constructor, member)]
+    assert "[hard] resumed from iteration 10" in lines
+    assert sum("validation accuracy" in line for line in lines) == 2, "one segment of each, no other run"
+    after = final_models(out)
+    assert sorted(d for d in before if after[d] != before[d]) == [constructor, member]
+    for run_dir in (constructor, member):     # on the CPU the run trained again is the very same
+        assert open(training.final_model(run_dir), "rb").read() == written[run_dir]
+    again = json.load(open(os.path.join(out, "results.json")))
+    assert [row["id"] for row in again["methods"]] == [row["id"] for row in results["methods"]]
+    for ours, untouched in zip(again["methods"], results["methods"]):
+        assert ours == untouched, ours["id"]
+    assert again == results
+
+
+def test_a_run_finished_before_digests_were_recorded_is_kept_if_its_model_parses(experiment):
+    """An experiment folder from before model digests: no model_digest in run.json, empty snapshot
+    markers. Its run is not trained again; once its model no longer parses, it is."""
+    out, _, _ = experiment
+    run_dir = os.path.join(out, "baseline", "seed1")
+    run = training.read_run(run_dir)
+    training.write_run(run_dir, {key: value for key, value in run.items() if key != "model_digest"})
+    for marker in glob.glob(os.path.join(run_dir, "snapshots", "*.done")):
+        open(marker, "w").close()
+    lines = []
+    Experiment(tiny_config(), out, log=lines.append).run()
+    assert not any("iter " in line or " again " in line for line in lines)
+    assert "model_digest" not in training.read_run(run_dir), "left as it was"
+    model = training.final_model(run_dir)
+    with open(model, "r+b") as handle:
+        handle.truncate(os.path.getsize(model) - 100)
+    lines = []
+    Experiment(tiny_config(), out, log=lines.append).run()
+    assert "warning: %s: not a Caffe model (binary NetParameter), or one cut short: training %s again from its last " \
+           "intact snapshot" % (model, run_dir) in lines
+    assert sum("validation accuracy" in line for line in lines) == 1
+    assert training.read_run(run_dir)["model_digest"] == model_digest(model)
 
 
 # Three runs (the constructor, one member, one baseline member), the constructor long enough to be

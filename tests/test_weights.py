@@ -202,7 +202,7 @@ def test_a_models_digest_is_the_md5_of_its_bytes_and_changes_when_it_is_cut(trai
     cut = tmp_path / "cut.caffemodel"
     cut.write_bytes(data[:-1])
     assert model_digest(str(cut)) != model_digest(model)
-    with pytest.raises(InputError, match="gone.caffemodel: cannot read the weights"):
+    with pytest.raises(InputError, match="gone.caffemodel: cannot read it: No such file"):
         model_digest(str(tmp_path / "gone.caffemodel"))
 
 

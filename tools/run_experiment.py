@@ -76,6 +76,9 @@ def main(argv=None):
                         help="override a config value, e.g. --set solver.max_iter=100 (repeatable)")
     parser.add_argument("--force-config", action="store_true",
                         help="go on in an experiment folder whose config.yaml differs in a key that changes results")
+    parser.add_argument("--damaged", choices=("retrain", "refuse"), default="retrain",
+                        help="a finished run whose final model changed since it finished (a disk error, a copy cut "
+                             "short): retrain it from its last intact snapshot (default), or refuse, naming the file")
     add_slurm_options(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set + ([] if args.repeats is None else ["ensemble.repeats=%d" % args.repeats]))
@@ -85,7 +88,7 @@ def main(argv=None):
     from pycaffe_fer.pipeline import Experiment
     experiment = Experiment(config, out, data=args.data, weights=args.weights, executor=executor(args, config, out, gpus),
                             command=[os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv),
-                            force_config=args.force_config)
+                            force_config=args.force_config, refuse_damaged=args.damaged == "refuse")
     try:
         experiment.run()
     except slurm.DryRun as stop:
