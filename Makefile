@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo demo-small caffe-check fresh-os-check docker-check clean-venv
+.PHONY: setup test demo demo-small caffe-check fresh-os-check docker-check torch-peer clean-venv
 
 setup:
 	tools/setup_env.sh
@@ -31,6 +31,11 @@ fresh-os-check:
 # suite run in the image, in CPU mode (root; see docs/docker.md).
 docker-check:
 	tools/docker_check.sh
+
+# PyTorch and torchvision in a virtualenv of their own (~/.cache/pycaffe_fer/torch-peer, about
+# 5.5 GB): the GPU check's PyTorch peer's tests run where it is (CI makes it first).
+torch-peer:
+	tools/torch_peer_env.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -14,7 +14,7 @@ TF32 as in Caffe's runs: "off" is off for cuDNN's convolutions and for the matri
 check also sets NVIDIA_TF32_OVERRIDE=0 for it, as for Caffe's); "on" lets cuDNN's convolutions use
 TF32 and keeps the matrix products in fp32, as Caffe's InnerProduct layers on cuBLAS's default math.
 
-Prints one line first naming torch, the VGG16 used and the device, then one per setting,
+Prints one line first naming torch, the VGG16 used, the batch and the device, then one per setting,
 ``tf32 off|on IMAGES_PER_S PEAK_MIB``, PEAK_MIB being PyTorch's allocator's peak on a GPU and ``-``
 on the CPU (the check reads peak memory with nvidia-smi for Caffe and for this alike). Random images
 and labels, made on the device once and reused every iteration: the training step's own speed (Caffe
@@ -143,8 +143,9 @@ def main(argv=None):
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check_peer.py: --device %s: torch %s sees no CUDA device" % (args.device, torch.__version__))
     name, build = vgg16_builder(args.vgg)
-    print("torch %s, VGG16 %s, %s" % (torch.__version__, name,
-                                       torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"), flush=True)
+    print("torch %s, VGG16 %s, batch %d at %d x %d, %s" % (
+        torch.__version__, name, args.batch, args.size, args.size,
+        torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"), flush=True)
     for setting in (("off", "on") if args.tf32 == "both" else (args.tf32,)):
         set_tf32(setting == "on")
         try:
