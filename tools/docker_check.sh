@@ -11,7 +11,9 @@
 #   - `caffe device_query -gpu 0` ends with the one line that says there is no usable GPU;
 #   - `make test`, the whole suite on the CUDA + cuDNN build in CPU mode;
 #   - `tools/run_experiment.py --gpu 0` ends with its one-line error, status 2, before writing anything.
-# It prints each part's time and the image's size, and removes its containers, whatever happened.
+# It prints each part's time and the image's size, and removes its containers, whatever happened,
+# and the images of earlier builds that the new one untagged. From nothing: `podman rmi -a -f` and
+# an empty $PYCAFFE_FER_DOCKER_CACHE.
 # The runtime is runc, and the containers get explicit rlimits: crun fails where cgroups are in
 # hybrid mode, and podman's default rlimits fail without CAP_SYS_RESOURCE (as in this sandbox).
 # The suite's container gets CAP_SYS_ADMIN, for the tests that make mount namespaces.
@@ -97,6 +99,8 @@ if ! podman build --layers --build-arg "BASE=$BASE" -f "$REPO/docker/Dockerfile"
   say "FAILED: podman build (log: $CACHE/build.log)"; exit 1
 fi
 part_done "image build"
+# The previous build's image and its own layers, now untagged: stale (the cached layers stay).
+podman image prune -f >/dev/null 2>&1 || true
 size_mb=$(( $(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000 ))
 say "  image $IMAGE: $size_mb MB"
 
