@@ -34,4 +34,7 @@ else
   ldconfig
   echo "[cuda_toolkit] $(nvcc --version | tail -n 2 | head -n 1), from Debian's nvidia-cuda-toolkit"
 fi
+# The bundle of CA certificates with any the build mounted in /usr/local/share/ca-certificates
+# (make docker-check mounts the host's: a TLS-inspecting proxy's), for pip's downloads after this.
+update-ca-certificates >/dev/null
 rm -rf /var/lib/apt/lists/*

@@ -93,7 +93,15 @@ part_done "base image"
 
 # 2. The image, with its layers cached.
 part "podman build -f docker/Dockerfile -t $IMAGE (BASE=$BASE; log: $CACHE/build.log)"
-if ! podman build --layers --build-arg "BASE=$BASE" -f "$REPO/docker/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 |
+# The host's own CA certificates (a TLS-inspecting proxy's, as fresh-os-check carries them over),
+# seen by the build's steps: the image's certificate bundle then trusts them too. Proxy variables
+# pass through to the build by podman's default.
+ca_volume=()
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  ca_volume=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+  say "  with the host's CA certificates of /usr/local/share/ca-certificates"
+fi
+if ! podman build --layers "${ca_volume[@]}" --build-arg "BASE=$BASE" -f "$REPO/docker/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 |
     tee "$CACHE/build.log" | grep --line-buffered -E '^STEP |^\[install_caffe\]|^\[setup\]|^\[cuda_toolkit\]|^--> Using cache'; then
   tail -n 30 "$CACHE/build.log"
   say "FAILED: podman build (log: $CACHE/build.log)"; exit 1
