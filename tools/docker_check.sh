@@ -11,9 +11,9 @@
 #   - `caffe device_query -gpu 0` ends with the one line that says there is no usable GPU;
 #   - `make test`, the whole suite on the CUDA + cuDNN build in CPU mode;
 #   - `tools/run_experiment.py --gpu 0` ends with its one-line error, status 2, before writing anything.
-# It prints each part's time and the image's size, and removes its containers, whatever happened,
-# and the images of earlier builds that the new one untagged. From nothing: `podman rmi -a -f` and
-# an empty $PYCAFFE_FER_DOCKER_CACHE.
+# It prints each part's time and the image's size, and removes its containers (the build's too),
+# whatever happened, and the images of earlier builds that the new one untagged. From nothing:
+# `podman rmi -a -f` and an empty $PYCAFFE_FER_DOCKER_CACHE.
 # The runtime is runc, and the containers get explicit rlimits: crun fails where cgroups are in
 # hybrid mode, and podman's default rlimits fail without CAP_SYS_RESOURCE (as in this sandbox).
 # The suite's container gets CAP_SYS_ADMIN, for the tests that make mount namespaces.
@@ -101,7 +101,7 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
   ca_volume=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
   say "  with the host's CA certificates of /usr/local/share/ca-certificates"
 fi
-if ! podman build --layers "${ca_volume[@]}" --build-arg "BASE=$BASE" -f "$REPO/docker/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 |
+if ! podman build --layers --force-rm "${ca_volume[@]}" --build-arg "BASE=$BASE" -f "$REPO/docker/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 |
     tee "$CACHE/build.log" | grep --line-buffered -E '^STEP |^\[install_caffe\]|^\[setup\]|^\[cuda_toolkit\]|^--> Using cache'; then
   tail -n 30 "$CACHE/build.log"
   say "FAILED: podman build (log: $CACHE/build.log)"; exit 1
