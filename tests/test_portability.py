@@ -93,7 +93,7 @@ def test_dockerfile_builds_caffe_from_the_installer_and_patches_alone():
     assert copied == reads | {"tools/install_caffe.sh", "docker/cuda_toolkit.sh", "docker/nvidia-wheels.txt"}, copied
     # make setup after it, then the rest of the checkout last
     later = [args for word, args in instructions[at[0] + 1:] if word == "RUN"]
-    assert later and later[0].startswith("make setup")
+    assert [args for args in later if args.startswith("make setup")], later
     assert [args for word, args in instructions if word == "COPY"][-1] == ". ."
 
 
