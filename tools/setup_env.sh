@@ -71,11 +71,13 @@ fi
 # (from /, so the checkout in the current directory does not count as installed)
 if ! (cd / && "$VENV/bin/python" -c 'import pycaffe_fer, sys; sys.exit(not pycaffe_fer.__file__.startswith(sys.argv[1]))' "$REPO" 2>/dev/null); then
   # An editable install from pyproject.toml alone needs setuptools >= 64 (PEP 660); an older one
-  # (Ubuntu 22.04's 59.6) installs the project as "UNKNOWN-0.0.0". The venv then gets its own,
-  # from 70.1 on (which builds the editable wheel without the separate `wheel` package).
+  # (Ubuntu 22.04's 59.6) installs the project as "UNKNOWN-0.0.0". The venv then gets its own, 70.x:
+  # from 70.1 it builds the editable wheel without the separate `wheel` package, and before 71 it
+  # uses its own copy of `packaging` (71 and later take the system's, and Ubuntu 22.04's 21.3 fails:
+  # "canonicalize_version() got an unexpected keyword argument 'strip_trailing_zero'").
   if ! "$VENV/bin/python" -c 'import setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split(".")[:2])) < (64, 0))' 2>/dev/null; then
-    say "the system's setuptools is too old for pyproject.toml: installing setuptools>=70.1 into $VENV"
-    "$VENV/bin/python" -m pip install --quiet "setuptools>=70.1"
+    say "the system's setuptools is too old for pyproject.toml: installing setuptools 70.x into $VENV"
+    "$VENV/bin/python" -m pip install --quiet "setuptools>=70.1,<71"
   fi
   say "installing pycaffe_fer (editable) into $VENV"
   # No build isolation: setuptools comes from the venv, so no download is needed.
