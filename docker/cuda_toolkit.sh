@@ -31,10 +31,6 @@ else
   rm -f "$lib"/nvidia/current/libcuda.so* "$lib"/nvidia/current/libnvidia-ml.so* "$lib"/nvidia/current/libnvidia-ptxjitcompiler.so* \
     "$lib"/libcuda.so "$lib"/libcuda.so.1 "$lib"/libnvidia-ml.so "$lib"/libnvidia-ml.so.1 "$lib"/libnvidia-ptxjitcompiler.so.1
   find "$lib" -maxdepth 1 \( -name 'libcu*_static*.a' -o -name 'libnpp*_static.a' -o -name 'libnv*_static.a' \) ! -name libcudart_static.a -delete
-  # Those packages also point the glx alternative at the driver's libGL, which a container lacks
-  # (--gpus all brings the driver's CUDA libraries, not its GL ones), and OpenCV's cv2 cannot be
-  # imported without a libGL.so.1: back to Mesa's (a manual choice, which later packages keep).
-  if update-alternatives --query glx >/dev/null 2>&1; then update-alternatives --set glx /usr/lib/mesa-diverted; fi
   ldconfig
   echo "[cuda_toolkit] $(nvcc --version | tail -n 2 | head -n 1), from Debian's nvidia-cuda-toolkit"
 fi
