@@ -179,6 +179,12 @@ SOLVER = {"base_lr": number(0), "lr_policy": choice("fixed", "step"),
           "snapshot": integer(0), "random_seed": integer(0)}
 
 
+# How many threads every BLAS call of a training run uses. OpenBLAS's sums depend on it, so it is a
+# setting of the run (its identity, run.json), never the machine's or the launcher's: --jobs, the
+# backend and the cores leave the numbers alone. One by default: parallelism comes from runs side by side.
+BLAS_THREADS = 1
+
+
 def _partial(keys):
     """The same keys, each optional: a section that overrides some of another's."""
     return {key: Spec(spec.accepts, spec.allowed, optional=True, convert=spec.convert) for key, spec in keys.items()}
@@ -199,6 +205,7 @@ SCHEMA = Section({
     }),
     "net": Section(NET),
     "solver": Section(SOLVER),
+    "blas_threads": integer(1, optional=True, default=BLAS_THREADS),
     "constructor": Section({"train": SPLIT, "val": SPLIT, "init": choice("weights", "scratch"),
                             "softlabels": nullable(text(optional=True)), "allow_off_diagonal": flag()}),
     "investigation": Section({

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import templates
 from .atomic import atomic_path
+from .config import BLAS_THREADS
 from .errors import InputError, run_cli
 from .devices import use_device
 from .lmdb_io import lmdb_count, soft_lmdb_path
@@ -37,6 +38,8 @@ RUN_FILE = "run.json"
 SNAPSHOT_DIR = "snapshots"
 METRICS_FILE = "metrics.csv"
 METRICS_COLUMNS = ("iteration", "loss", "lr", "images_per_s", "val_accuracy")
+# What the BLAS libraries Caffe may be linked with read their thread count from, when they load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class TrainingError(TaskFailed):
@@ -60,8 +63,14 @@ def read_spec(run_dir):
 
 
 def read_settings(run_dir):
-    """The config sections the run trains with: {"net": ..., "solver": ...} (its own random_seed)."""
-    return read_run(run_dir)["settings"]
+    """What the run trains with: {"net": ..., "solver": ... (its own random_seed), "blas_threads": N}."""
+    return recorded_settings(read_run(run_dir))
+
+
+def recorded_settings(run):
+    """The settings of a run.json's contents. One written before the BLAS thread count was recorded
+    reads as the default count: its nets, trained with a count nobody wrote down, are kept."""
+    return dict({"blas_threads": BLAS_THREADS}, **run["settings"])
 
 
 def iterations(run_dir):
@@ -126,12 +135,20 @@ def member_seed(base_seed, index, seeds="distinct", repeat=0):
 
 
 def run_identity(config, spec):
-    """What makes two runs the same run: the spec but its name, and the net and solver settings."""
+    """What makes two runs the same run: the spec but its name, and the settings (net, solver, BLAS threads)."""
     return {"spec": {k: v for k, v in spec.items() if k != "name"}, "settings": _settings(config, spec)}
 
 
 def _settings(config, spec):
-    return {"net": config["net"], "solver": dict(config["solver"], random_seed=spec["seed"])}
+    return {"net": config["net"], "solver": dict(config["solver"], random_seed=spec["seed"]),
+            "blas_threads": int(config.get("blas_threads", BLAS_THREADS))}
+
+
+def task_environment(run_dir):
+    """The environment a run's process must start with (executor.py, slurm.py): its BLAS thread
+    count, which the BLAS library reads once, when Caffe loads."""
+    threads = str(read_settings(run_dir)["blas_threads"])
+    return {name: threads for name in BLAS_THREAD_VARIABLES}
 
 
 def prepare_run(run_dir, config, spec):
@@ -146,10 +163,11 @@ def prepare_run(run_dir, config, spec):
     wanted = {"spec": spec, "settings": settings}
     if os.path.exists(os.path.join(run_dir, RUN_FILE)):
         existing = read_run(run_dir)
-        if {"spec": existing["spec"], "settings": existing["settings"]} == wanted:
+        recorded = recorded_settings(existing)
+        if {"spec": existing["spec"], "settings": recorded} == wanted:
             return run_dir
         differs = sorted(k for k in set(spec) | set(existing["spec"]) if spec.get(k) != existing["spec"].get(k))
-        differs += [k for k in ("net", "solver") if settings[k] != existing["settings"][k]]
+        differs += [k for k in sorted(settings) if settings[k] != recorded[k]]
         raise InputError("%s holds a run made with other settings (%s differ): remove it or use another "
                          "output directory" % (run_dir, ", ".join(differs)))
     os.makedirs(os.path.join(run_dir, SNAPSHOT_DIR), exist_ok=True)
@@ -347,6 +365,11 @@ def train(run_dir, gpu=None, log=None):
     records = lmdb_count(spec["train_lmdb"])
     say = RunLog(run_dir, spec["name"], log)
     metrics = RunMetrics(run_dir)
+    threads = task_environment(run_dir)["OPENBLAS_NUM_THREADS"]
+    if os.environ.get("OPENBLAS_NUM_THREADS") != threads:
+        say("warning: OPENBLAS_NUM_THREADS is %s in this process, the run's blas_threads %s: start it with "
+            "OPENBLAS_NUM_THREADS=%s (the executors do) for the run's own numbers"
+            % (os.environ.get("OPENBLAS_NUM_THREADS", "unset"), threads, threads))
     use_device(gpu)
     resuming = True
     try:

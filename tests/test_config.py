@@ -77,6 +77,7 @@ BAD = [
     ("slurm.qos=1", "config slurm.qos: 1 is not a non-empty string, or null"),
     ("slurm.extra=true", "config slurm.extra: True is not a non-empty string, or null"),
     ("slurm.nodes=2", "config slurm.nodes: unknown key 'nodes'"),
+    ("blas_threads=0", "config blas_threads: 0 is not an integer >= 1"),
 ]
 
 
@@ -100,6 +101,7 @@ def test_every_section_has_a_bad_case():
     "qos: normal, extra: '--exclusive'}",
     "slurm={}", "slurm={partition: null, gpus_per_task: null, cpus_per_task: null, mem: null, time: null, "
     "account: null, qos: null, extra: null}", "data.seed=3", "constructor.softlabels=D.npy", "data.detect=true",
+    "blas_threads=4",
 ])
 def test_good_values_pass(override):
     load_config("fer2013", [override] + (["solver.lr_policy=fixed"] if "stepsize" in override else []))
