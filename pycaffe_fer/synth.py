@@ -145,11 +145,15 @@ def _shade(colour, factor):
 
 
 # A person: what stays the same in every image of them. Colours are BGR, lengths in canvas pixels;
-# face_dy moves the face down from the canvas's centre, eye_dy (up), nose_dy and mouth_dy (down) place
-# the features from the face's centre; beard: 0 for none, else its darkness (0-1, towards the hair's
-# colour); glasses: None or the frame's colour; mole: None or its offset from the face's centre.
-Identity = collections.namedtuple("Identity", "skin hair hair_width hair_top face_w face_h face_dy ear_w ear_h eye_dx "
-                                              "eye_dy eye_w brow_thickness nose_dy nose_w mouth_dy beard glasses mole")
+# hair_style one of HAIR_STYLES; face_dy moves the face down from the canvas's centre, eye_dy (up),
+# nose_dy and mouth_dy (down) place the features from the face's centre; beard: 0 for none, else its
+# darkness (0-1, towards the hair's colour); glasses: None or (frame colour, thickness); mole: None
+# or (x and y offset from the face's centre, radius).
+Identity = collections.namedtuple("Identity", "skin hair hair_style hair_width hair_top face_w face_h face_dy ear_w "
+                                              "ear_h eye_dx eye_dy eye_w brow_thickness nose_dy nose_w mouth_dy beard "
+                                              "glasses mole")
+# crop: a cap of hair; long: down both sides of the face; bald: none; volume: a wide mass around the head.
+HAIR_STYLES = ("crop", "long", "bald", "volume")
 # Identities are drawn from populations of their own (the expression set's faces, the pretraining
 # set's persons): no face of the expression set is a person the pretrained net learned, whatever
 # the seeds.
@@ -160,18 +164,19 @@ FACES_STREAM = 9           # seeds the pretraining set's images: [seed, FACES_ST
 
 def draw_identity(rng):
     """A person: face shape, skin tone, hair, ears and accessories (beard, glasses, a mole)."""
-    lightness = rng.uniform(110, 215)
+    lightness = rng.uniform(90, 225)
     skin = tuple(lightness * np.array([rng.uniform(0.65, 0.85), rng.uniform(0.8, 0.92), 1.0]))
-    hair = tuple(rng.uniform(15, 110) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.6)]))
-    face_w, face_h = rng.uniform(70, 82), rng.uniform(86, 98)
-    beard = rng.uniform(0.3, 0.8) if rng.random() < 0.2 else 0.0
-    glasses = tuple(rng.uniform(0, 80, 3)) if rng.random() < 0.15 else None
-    mole = (rng.uniform(-50, 50), rng.uniform(-10, 35)) if rng.random() < 0.3 else None
-    return Identity(skin=skin, hair=hair, hair_width=rng.uniform(4, 14), hair_top=rng.uniform(0.25, 0.45),
-                    face_w=face_w, face_h=face_h, face_dy=rng.uniform(-4, 4), ear_w=rng.uniform(7, 13),
-                    ear_h=rng.uniform(14, 22), eye_dx=rng.uniform(30, 36), eye_dy=rng.uniform(22, 28),
-                    eye_w=rng.uniform(15, 19), brow_thickness=rng.uniform(10, 13), nose_dy=rng.uniform(8, 14),
-                    nose_w=rng.uniform(5, 9), mouth_dy=rng.uniform(42, 50), beard=beard, glasses=glasses, mole=mole)
+    hair = tuple(min(255.0, rng.uniform(10, 170)) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.5)]))
+    face_w, face_h = rng.uniform(66, 84), rng.uniform(86, 98)
+    beard = rng.uniform(0.3, 0.8) if rng.random() < 0.25 else 0.0
+    glasses = (tuple(rng.uniform(0, 80, 3)), rng.uniform(2, 5)) if rng.random() < 0.3 else None
+    mole = (rng.uniform(-50, 50), rng.uniform(-10, 35), rng.uniform(2.5, 6)) if rng.random() < 0.3 else None
+    return Identity(skin=skin, hair=hair, hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
+                    hair_width=rng.uniform(4, 14), hair_top=rng.uniform(0.25, 0.45), face_w=face_w, face_h=face_h,
+                    face_dy=rng.uniform(-4, 4), ear_w=rng.uniform(7, 13), ear_h=rng.uniform(14, 22),
+                    eye_dx=rng.uniform(29, 36), eye_dy=rng.uniform(22, 28), eye_w=rng.uniform(14, 19),
+                    brow_thickness=rng.uniform(8, 14), nose_dy=rng.uniform(6, 16), nose_w=rng.uniform(4, 10),
+                    mouth_dy=rng.uniform(40, 50), beard=beard, glasses=glasses, mole=mole)
 
 
 def person(seed, population, *number):
@@ -192,16 +197,23 @@ def draw_face(rng, expression, who):
         _ellipse(img, rng.uniform(0, CANVAS, 2), rng.uniform(10, 50, 2), tuple(rng.uniform(40, 200, 3)))
     skin, hair = who.skin, who.hair
     face_y = c + 8 + who.face_dy
-    _ellipse(img, (c, face_y - who.face_h * who.hair_top), (who.face_w + who.hair_width, who.face_h * 0.8), hair)
     eye_y = face_y - who.eye_dy
-    for side in (-1, 1):
-        _ellipse(img, (c + side * who.face_w, eye_y + 12), (who.ear_w, who.ear_h), _shade(skin, 0.9))
+    if who.hair_style == "volume":
+        _ellipse(img, (c, face_y - who.face_h * who.hair_top), (who.face_w + 16 + who.hair_width, who.face_h), hair)
+    elif who.hair_style != "bald":
+        _ellipse(img, (c, face_y - who.face_h * who.hair_top), (who.face_w + who.hair_width, who.face_h * 0.8), hair)
+    if who.hair_style == "long":      # down both sides, over the ears
+        for side in (-1, 1):
+            _ellipse(img, (c + side * who.face_w, face_y + 20), (who.hair_width + 10, who.face_h), hair)
+    else:
+        for side in (-1, 1):
+            _ellipse(img, (c + side * who.face_w, eye_y + 12), (who.ear_w, who.ear_h), _shade(skin, 0.9))
     _ellipse(img, (c, face_y), (who.face_w, who.face_h), skin)
     if who.beard:
         _ellipse(img, (c, face_y + who.face_h * 0.8), (who.face_w * 0.62, who.face_h * 0.34),
                  tuple(s * (1 - who.beard) + h * who.beard for s, h in zip(skin, hair)))
     if who.mole:
-        _ellipse(img, (c + who.mole[0], face_y + who.mole[1]), (2.5, 2.5), _shade(skin, 0.45))
+        _ellipse(img, (c + who.mole[0], face_y + who.mole[1]), (who.mole[2], who.mole[2]), _shade(skin, 0.45))
     dark = _shade(skin, 0.2)
     brow = tuple(min(h, d) for h, d in zip(hair, dark))  # darker than the skin even for fair hair
     eye_dx, eye_w = who.eye_dx, who.eye_w
@@ -249,9 +261,10 @@ def draw_face(rng, expression, who):
     _polyline(img, upper, lips, 7)
     _polyline(img, lower, lips, 7)
     if who.glasses:
+        frame, thickness = who.glasses
         for side in (-1, 1):
-            _ellipse(img, (c + side * eye_dx, eye_y), (eye_w + 8, 15), who.glasses, 2)
-        _polyline(img, [(c - eye_dx + eye_w + 8, eye_y), (c + eye_dx - eye_w - 8, eye_y)], who.glasses, 2)
+            _ellipse(img, (c + side * eye_dx, eye_y), (eye_w + 8, 15), frame, int(round(thickness)))
+        _polyline(img, [(c - eye_dx + eye_w + 8, eye_y), (c + eye_dx - eye_w - 8, eye_y)], frame, thickness)
     return img
 
 
@@ -308,11 +321,16 @@ def draw_split(seed, layout, split, n, size, gray, pool=None):
         yield task[2], label, mixture, image
 
 
+# The expressions of the pretraining set's photographs, as in a celebrity set such as VGG-Face's:
+# mostly neutral or smiling.
+PORTRAIT_PRIOR = np.array([0.03, 0.02, 0.02, 0.35, 0.05, 0.05, 0.48])
+
+
 def _draw_portrait(task):
-    """Image ``number`` of pretraining person ``who``: any expression (dominant class drawn from CLASS_PRIOR)."""
+    """Image ``number`` of pretraining person ``who``, its dominant expression drawn from PORTRAIT_PRIOR."""
     seed, who, number, size, gray = task
     rng = np.random.default_rng([seed, FACES_STREAM, who, number])
-    mixture = sample_mixture(rng, int(rng.choice(NUM_CLASSES, p=CLASS_PRIOR)))
+    mixture = sample_mixture(rng, int(rng.choice(NUM_CLASSES, p=PORTRAIT_PRIOR)))
     return render(rng, mixture, size, gray, portrait_person(seed, who))
 
 
