@@ -23,6 +23,8 @@ from .softlabel import gamma_tag
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prototxt")
 # hard and soft: the expression classifier's losses; identity: pretraining on identities (pretrain.py).
 HEADS = ("hard", "soft", "identity")
+# The identity head's classifier layer and scores (vgg16.j2): VGG-Face's name, never copied into fc8_expression.
+IDENTITY_CLASSIFIER = "fc8"
 SOLVER_MODES = ("CPU", "GPU")
 _MESSAGES = {"net": caffe_pb2.NetParameter, "solver": caffe_pb2.SolverParameter}
 

@@ -47,9 +47,9 @@ class TrainingError(TaskFailed):
 
 
 # run.json's "spec" (make_spec's fields) as read_spec gives it; source and softlabels are a
-# soft-label run's only.
+# soft-label run's only, identities an identity run's (pretraining).
 RunSpec = collections.namedtuple("RunSpec", "name head gamma train_lmdb val_lmdb train_soft_lmdb val_soft_lmdb weights "
-                                            "seed source softlabels", defaults=(None, None))
+                                            "seed source softlabels identities", defaults=(None, None, None))
 
 
 def read_run(run_dir):
@@ -102,12 +102,16 @@ def fingerprint(matrix):
     return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
 
 
-def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, source="constructed"):
+def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, source="constructed", identities=None):
     """The spec of a hard-label run, or with soft labels ``rows`` (C x C, for ``gamma``, from
     ``source``: softlabel.SOURCES) a soft-label one, whose spec names the soft labels' fingerprint,
-    so a run trained on other soft labels is never taken for this one."""
-    spec = {"name": name, "head": "hard" if rows is None else "soft", "gamma": gamma, "train_lmdb": train,
+    so a run trained on other soft labels is never taken for this one; with ``identities``, a run
+    that classifies that many identities (the LMDBs' labels) on the identity head (pretraining)."""
+    head = "identity" if identities is not None else "hard" if rows is None else "soft"
+    spec = {"name": name, "head": head, "gamma": gamma, "train_lmdb": train,
             "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights, "seed": int(seed)}
+    if identities is not None:
+        spec["identities"] = int(identities)
     if rows is not None:
         spec["source"] = source
         spec["train_soft_lmdb"] = soft_lmdb_path(train, gamma, source)
@@ -154,8 +158,9 @@ def task_environment(run_dir):
 def prepare_run(run_dir, config, spec):
     """Write a run directory's prototxts and run.json, unless it already holds this very run.
 
-    spec: from make_spec (name, head ('hard' | 'soft'), gamma, train_lmdb, val_lmdb, train_soft_lmdb,
-    val_soft_lmdb (soft head), weights (a caffemodel or None), seed).
+    spec: from make_spec (name, head ('hard' | 'soft' | 'identity'), gamma, train_lmdb, val_lmdb,
+    train_soft_lmdb, val_soft_lmdb (soft head), weights (a caffemodel or None), seed, identities
+    (identity head)).
     A directory that holds a different run (other spec or settings) is refused, not overwritten.
     """
     run_dir = os.path.abspath(run_dir)
@@ -175,8 +180,9 @@ def prepare_run(run_dir, config, spec):
     net_path = os.path.join(run_dir, "train_val.prototxt")
     templates.write_prototxt(net_path, templates.render_train_val(
         run_config, spec["head"], spec["train_lmdb"], spec["val_lmdb"],
-        spec.get("train_soft_lmdb"), spec.get("val_soft_lmdb")), "net")
-    templates.write_prototxt(os.path.join(run_dir, "deploy.prototxt"), templates.render_deploy(run_config), "net")
+        spec.get("train_soft_lmdb"), spec.get("val_soft_lmdb"), spec.get("identities")), "net")
+    templates.write_prototxt(os.path.join(run_dir, "deploy.prototxt"),
+                             templates.render_deploy(run_config, spec.get("identities")), "net")
     # The solver has no test net: train() validates at the end of each segment itself, with its
     # progress lines, instead of Caffe testing into its log.
     test_iter = templates.test_iter_for(run_config, spec["val_lmdb"], "val")
