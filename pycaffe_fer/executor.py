@@ -52,8 +52,8 @@ class LocalExecutor:
             if gpu is not None:
                 command += ["--gpu", str(gpu)]
             try:
-                process = subprocess.Popen(command, env=dict(env, **environment(task)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           universal_newlines=True)
+                process = subprocess.Popen(command, env=dict(env, **environment(task)), stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, universal_newlines=True)
                 for line in process.stdout:
                     with lock:
                         self.log(line.rstrip("\n"))

@@ -23,11 +23,9 @@ pretraining resumes from its run's last snapshot; the model and its json appear 
 the first.
 """
 import collections
-import contextlib
 import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
@@ -41,7 +39,6 @@ from .config import BLAS_THREADS, pretraining
 from .datasets import is_gray
 from .datasets.base import file_digest
 from .executor import LocalExecutor
-from .lmdb_build import default_workers, single_threaded_opencv
 from .lmdb_io import LMDBWriter, image_batches, image_datum, record_key
 from .tasks import Task
 
@@ -151,9 +148,7 @@ def write_faces(lmdbs, settings, size, gray, batch_size, parts):
     held_out images of every person); each record's label is its person."""
     persons, images, held_out = range(settings["identities"]), settings["images"], settings["held_out"]
     numbers = {"train": range(images), "held_out": range(images, images + held_out)}
-    workers = default_workers()
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(multiprocessing.Pool(workers, initializer=single_threaded_opencv)) if workers > 1 else None
+    with synth.drawing_pool() as pool:
         for part in parts:
             pairs = [(who, number) for who in persons for number in numbers[part]]
             if part == "train":     # shuffled, and whole batches: a resumed run finds its data position fast

@@ -474,6 +474,18 @@ def small_split(n):
     return max(NUM_CLASSES, n // 10)
 
 
+@contextlib.contextmanager
+def drawing_pool(workers=None):
+    """The processes to draw faces on, ``workers`` of them (default: all cores), for draw_split and
+    draw_portraits; None (draw here) for one."""
+    workers = workers or default_workers()
+    if workers == 1:
+        yield None
+        return
+    with multiprocessing.Pool(workers, initializer=single_threaded_opencv) as pool:
+        yield pool
+
+
 def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, workers=None):
     """Write the synthetic set's layouts into ``out``, drawing on ``workers`` processes (default:
     all cores); returns {layout: path written}."""
@@ -481,10 +493,8 @@ def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYO
     if unknown:
         raise ValueError("unknown layouts %s (known: %s)" % (", ".join(unknown), ", ".join(LAYOUTS)))
     os.makedirs(out, exist_ok=True)
-    workers = workers or default_workers()
     written = {}
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(multiprocessing.Pool(workers, initializer=single_threaded_opencv)) if workers > 1 else None
+    with drawing_pool(workers) as pool:
         if "fer2013" in layouts or "ferplus" in layouts:
             fer_rows = write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool)
             written["fer2013"] = os.path.join(out, "fer2013.csv")

@@ -2,7 +2,8 @@
 
 A task is a directory and the module that knows it: the module has ``run_task(directory, gpu,
 log)``, ``task_done(directory)``, a command line ``python -m MODULE DIRECTORY [--gpu ID|assigned]``
-(see task_main) and, if its process needs one, ``task_environment(directory)`` (see environment). Everything a task needs is in its directory, what it produces goes to files, so
+(see task_main) and, if its process needs one, ``task_environment(directory)`` (see environment).
+Everything a task needs is in its directory, what it produces goes to files, so
 the pipeline's stages build tasks, hand them to an executor and read the files, without knowing
 where the work ran:
 
