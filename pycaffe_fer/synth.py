@@ -145,13 +145,13 @@ def _shade(colour, factor):
 
 
 # A person: what stays the same in every image of them. Colours are BGR, lengths in canvas pixels;
-# hair_style one of HAIR_STYLES; face_dy moves the face down from the canvas's centre, eye_dy (up),
+# hair_style one of HAIR_STYLES; iris: the gray of the eyes' irises; face_dy moves the face down from the canvas's centre, eye_dy (up),
 # nose_dy and mouth_dy (down) place the features from the face's centre; beard: 0 for none, else its
 # darkness (0-1, towards the hair's colour); glasses: None or (frame colour, thickness); mole: None
 # or (x and y offset from the face's centre, radius).
 Identity = collections.namedtuple("Identity", "skin hair hair_style hair_width hair_top face_w face_h face_dy ear_w "
-                                              "ear_h eye_dx eye_dy eye_w brow_thickness nose_dy nose_w mouth_dy beard "
-                                              "glasses mole")
+                                              "ear_h eye_dx eye_dy eye_w iris brow_thickness nose_dy nose_w mouth_dy "
+                                              "beard glasses mole")
 # crop: a cap of hair; long: down both sides of the face; bald: none; volume: a wide mass around the head.
 HAIR_STYLES = ("crop", "long", "bald", "volume")
 # Identities are drawn from populations of their own (the expression set's faces, the pretraining
@@ -164,19 +164,22 @@ FACES_STREAM = 9           # seeds the pretraining set's images: [seed, FACES_ST
 
 def draw_identity(rng):
     """A person: face shape, skin tone, hair, ears and accessories (beard, glasses, a mole)."""
-    lightness = rng.uniform(90, 225)
+    # The features expressions move (eyes, brows, nose, mouth) keep the sizes and contrasts the
+    # expression set had before it had persons: wider, the disgust row of make demo's D named anger.
+    lightness = rng.uniform(110, 215)
     skin = tuple(lightness * np.array([rng.uniform(0.65, 0.85), rng.uniform(0.8, 0.92), 1.0]))
     hair = tuple(min(255.0, rng.uniform(10, 170)) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.5)]))
     face_w, face_h = rng.uniform(66, 84), rng.uniform(86, 98)
     beard = rng.uniform(0.3, 0.8) if rng.random() < 0.25 else 0.0
-    glasses = (tuple(rng.uniform(0, 80, 3)), rng.uniform(2, 5)) if rng.random() < 0.3 else None
-    mole = (rng.uniform(-50, 50), rng.uniform(-10, 35), rng.uniform(2.5, 6)) if rng.random() < 0.3 else None
+    glasses = (tuple(rng.uniform(0, 80, 3)), rng.uniform(2, 3)) if rng.random() < 0.2 else None
+    mole = (rng.choice((-1, 1)) * rng.uniform(44, 58), rng.uniform(0, 30), rng.uniform(2.5, 5)) \
+        if rng.random() < 0.3 else None
     return Identity(skin=skin, hair=hair, hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
                     hair_width=rng.uniform(4, 14), hair_top=rng.uniform(0.25, 0.45), face_w=face_w, face_h=face_h,
                     face_dy=rng.uniform(-4, 4), ear_w=rng.uniform(7, 13), ear_h=rng.uniform(14, 22),
-                    eye_dx=rng.uniform(29, 36), eye_dy=rng.uniform(22, 28), eye_w=rng.uniform(14, 19),
-                    brow_thickness=rng.uniform(8, 14), nose_dy=rng.uniform(6, 16), nose_w=rng.uniform(4, 10),
-                    mouth_dy=rng.uniform(40, 50), beard=beard, glasses=glasses, mole=mole)
+                    eye_dx=rng.uniform(30, 36), eye_dy=rng.uniform(22, 28), eye_w=rng.uniform(15, 19),
+                    iris=rng.uniform(20, 70), brow_thickness=rng.uniform(10, 13), nose_dy=rng.uniform(8, 14),
+                    nose_w=rng.uniform(5, 9), mouth_dy=rng.uniform(42, 50), beard=beard, glasses=glasses, mole=mole)
 
 
 def person(seed, population, *number):
@@ -209,8 +212,11 @@ def draw_face(rng, expression, who):
         for side in (-1, 1):
             _ellipse(img, (c + side * who.face_w, eye_y + 12), (who.ear_w, who.ear_h), _shade(skin, 0.9))
     _ellipse(img, (c, face_y), (who.face_w, who.face_h), skin)
+    # Beard (on the chin, below the lowest an open mouth reaches) and mole (on a cheek, beside the
+    # smile's folds): the expression features stay as visible as on any face.
+    mouth_y = face_y + who.mouth_dy
     if who.beard:
-        _ellipse(img, (c, face_y + who.face_h * 0.8), (who.face_w * 0.62, who.face_h * 0.34),
+        _ellipse(img, (c, mouth_y + 52), (who.face_w * 0.55, 22),
                  tuple(s * (1 - who.beard) + h * who.beard for s, h in zip(skin, hair)))
     if who.mole:
         _ellipse(img, (c + who.mole[0], face_y + who.mole[1]), (who.mole[2], who.mole[2]), _shade(skin, 0.45))
@@ -221,7 +227,7 @@ def draw_face(rng, expression, who):
         x = c + side * eye_dx
         eye_h = 2 + 12 * eye_open
         _ellipse(img, (x, eye_y), (eye_w, eye_h), (235, 235, 235))
-        _ellipse(img, (x + rng.uniform(-2, 2), eye_y), (7, min(7, eye_h)), _shade(hair, 0.6))
+        _ellipse(img, (x + rng.uniform(-2, 2), eye_y), (7, min(7, eye_h)), (who.iris,) * 3)
         lid = _curve((x - eye_w, eye_y), (x, eye_y - eye_h), (x + eye_w, eye_y))
         _polyline(img, lid, dark, 3)
         # Brow: raised by brow_raise, inner end lifted (tilt > 0) or lowered into a V (tilt < 0).
@@ -240,7 +246,6 @@ def draw_face(rng, expression, who):
         for dy in (-6, 0, 6):
             _polyline(img, [(c - 9, eye_y + dy), (c, eye_y + dy - 3), (c + 9, eye_y + dy)], crease, 3.5)
     # Mouth: corners lifted by mouth_curve, opening mouth_open, half-width from mouth_width.
-    mouth_y = face_y + who.mouth_dy
     half_w = 15 + 21 * mouth_width
     corner_y = mouth_y - 18 * curve
     gap = 30 * mouth_open
