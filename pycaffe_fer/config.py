@@ -211,6 +211,8 @@ PRETRAINING = {"seed": 0, "identities": 128, "images": 30, "held_out": 4, "dropo
     "weight_decay": 0.0005, "display": 50, "test_interval": 400, "snapshot": 200}}
 
 
+INIT_WEIGHTS = ("synthetic",)
+
 SCHEMA = Section({
     "name": text(),
     "paper": Spec(lambda v: v in _paper_keys(), "one of the experiments of configs/paper_results.yaml"),
@@ -227,6 +229,9 @@ SCHEMA = Section({
     "net": Section(NET),
     "solver": Section(SOLVER),
     "blas_threads": integer(1, optional=True, default=BLAS_THREADS),
+    # The file of init `weights` when no --weights is given: `synthetic`, the synthetic VGG-Face of
+    # the config's net (pretrain.py: taken from the cache, or trained first), or null (pass --weights).
+    "weights": nullable(choice(*INIT_WEIGHTS, optional=True)),
     "pretraining": Section({
         "seed": integer(0, optional=True), "identities": integer(2, optional=True), "images": integer(1, optional=True),
         "held_out": integer(1, optional=True), "dropout": number(0, 1, optional=True),

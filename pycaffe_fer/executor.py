@@ -31,6 +31,7 @@ class LocalExecutor:
 
     def __init__(self, jobs=1, gpus=None, log=print):
         self.jobs, self.gpus, self.log = max(1, jobs), gpus, log
+        self.slots = self.jobs            # training runs at once
 
     def run(self, tasks, stage):
         pending = skip_done(tasks, self.log)

@@ -131,6 +131,7 @@ class SlurmExecutor:
         self.script_dir, self.opts, self.python = os.path.abspath(script_dir), opts, python
         self.poll, self.dry_run, self.env, self.log = poll, dry_run, env, log
         self.extra = shlex.split(opts.get("extra") or "")
+        self.slots = None                 # training runs at once: as many as the cluster gives
 
     # ---- SLURM's client tools ------------------------------------------------------------------
     def command(self, args):

@@ -488,6 +488,25 @@ def small_split(n):
     return max(NUM_CLASSES, n // 10)
 
 
+def split_sizes(train, val, test):
+    """{layout: {split: images}} of the set write_synthetic_set writes (FER+ votes on FER-2013's rows)."""
+    return {"fer2013": {"train": train, "val": val, "test": test},
+            "raf": {"train": small_split(train), "test": small_split(test)},
+            "sfew": {"train": small_split(train), "val": small_split(val)}}
+
+
+def shared_persons(synthetic, faces_seed, identities):
+    """(faces, of all) of the expression set write_synthetic_set(**synthetic) writes that show one of
+    the pretraining set's first ``identities`` persons (seed ``faces_seed``): 0 by construction
+    (POPULATIONS), counted person by person for the report."""
+    pretraining = {portrait_person(faces_seed, who) for who in range(identities)}
+    sizes = split_sizes(synthetic["train"], synthetic["val"], synthetic["test"])
+    layouts = {"fer2013" if layout == "ferplus" else layout for layout in synthetic.get("layouts", LAYOUTS)}
+    persons = [expression_person(synthetic.get("seed", 0), _STREAMS[layout, split], index)
+               for layout in sorted(layouts) for split, n in sizes[layout].items() for index in range(n)]
+    return sum(who in pretraining for who in persons), len(persons)
+
+
 @contextlib.contextmanager
 def drawing_pool(workers=None):
     """The processes to draw faces on, ``workers`` of them (default: all cores), for draw_split and
@@ -512,12 +531,13 @@ def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYO
     with drawing_pool(workers) as pool:
         # fer2013.csv last: the pipeline takes a set with it as written, so one cut short (a full
         # disk, a kill) is written again by the rerun.
+        sizes = split_sizes(train, val, test)
         if "raf" in layouts:
-            write_raf(out, seed, {"train": small_split(train), "test": small_split(test)}, pool)
+            write_raf(out, seed, sizes["raf"], pool)
         if "sfew" in layouts:
-            write_sfew(out, seed, {"train": small_split(train), "val": small_split(val)}, pool)
+            write_sfew(out, seed, sizes["sfew"], pool)
         if fer2013:
-            write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool, ferplus="ferplus" in layouts)
+            write_fer2013(out, seed, sizes["fer2013"], pool, ferplus="ferplus" in layouts)
     paths = {"fer2013": "fer2013.csv", "ferplus": "fer2013new.csv", "raf": os.path.join("raf", "basic"), "sfew": "sfew"}
     return {layout: os.path.join(out, path) for layout, path in paths.items()
             if layout in layouts or (layout == "fer2013" and fer2013)}

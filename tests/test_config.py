@@ -14,7 +14,7 @@ from helpers import REPO
 pytestmark = pytest.mark.fast   # no Caffe: make test-fast
 
 
-@pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo", "demo_small"])
+@pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo", "demo_small", "demo_full", "demo_finetune"])
 def test_every_preset_is_valid(preset):
     assert validate(load_config(preset))["name"] == preset
 
@@ -80,6 +80,7 @@ BAD = [
     ("slurm.extra=true", "config slurm.extra: True is not a non-empty string, or null"),
     ("slurm.nodes=2", "config slurm.nodes: unknown key 'nodes'"),
     ("blas_threads=0", "config blas_threads: 0 is not an integer >= 1"),
+    ("weights=vggface", "config weights: 'vggface' is not one of synthetic, or null"),
     ("pretraining.identities=1", "config pretraining.identities: 1 is not an integer >= 2"),
     ("pretraining.held_out=0", "config pretraining.held_out: 0 is not an integer >= 1"),
     ("pretraining.solver={random_seed: 3}", "config pretraining.solver.random_seed: unknown key 'random_seed'"),

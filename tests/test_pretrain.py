@@ -1,6 +1,7 @@
 """The synthetic VGG-Face: VGG-Face's layer names, fc8 never copied into an expression net, the
 identity accuracy beside the model, a cache keyed by what the bytes depend on, one training when
 two ask at once."""
+import glob
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 from pycaffe_fer import pretrain, templates, training
 from pycaffe_fer.config import load_config
 from pycaffe_fer.lmdb_io import read_labels
+from pycaffe_fer.pipeline import Experiment
+from pycaffe_fer.results import read_results
 from pycaffe_fer.weights import copy_weights, model_blob_shapes
 from helpers import REPO, TINY, tiny_config
 from test_weights import VGG_FACE_PARAM_LAYERS
@@ -121,3 +124,39 @@ def test_pretrain_faces_prints_the_model_last_and_refuses_a_bad_setting(pretrain
     bad = subprocess.run(command + ["--set", "pretraining.identities=1"], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr == "error: config pretraining.identities: 1 is not an integer >= 2\n"
+
+
+# make demo's protocol in miniature: weights: synthetic, every net from it on one solver (no
+# investigation, no ensemble.solver of its own), two gammas and a hard-label ensemble of two.
+PROTOCOL = SMALL + ["weights=synthetic", "constructor.init=weights", "ensemble.init=weights", "investigation.gammas=null",
+                    "investigation.select=config", "ensemble.solver=null", "ensemble.gammas=[1.0, 1.8]",
+                    "ensemble.baseline={n: 2}", "ensemble.fixed_gamma=[]", "ensemble.controls=[]"]
+
+
+def test_weights_synthetic_starts_every_net_from_the_pretrained_model_on_equal_terms(pretrained, tmp_path):
+    (model, info), _ = pretrained
+    out, lines = tmp_path / "exp", []
+    config = tiny_config(*PROTOCOL)
+    assert config["weights"] == "synthetic" and config["ensemble"].get("solver") is None
+    Experiment(config, str(out), jobs=2, log=lines.append).run()
+    results = read_results(str(out))
+    # The cache's model (pretrained with this net), and the expression set's persons are none of its persons.
+    assert results.pretraining.model == model and results.pretraining.identities == info.identities == 12
+    assert (results.pretraining.shared_faces, results.pretraining.expression_faces) == (0, 336 + 140 + 140)
+    trained = [row for row in results.methods if row.kind != "single" and row.init is not None]
+    assert {row.kind for row in trained} == {"ensemble", "baseline", "hard_single"}
+    assert {(row.init, row.iterations) for row in trained} == {("weights vggface_synth.caffemodel", 20)}
+    # Every net's run.json: the pretrained model as its start, the same solver; the constructor is
+    # the hard-label ensemble's member 0, its member 1 trained beside the constructor (jobs 2).
+    run_files = glob.glob(str(out / "**" / training.RUN_FILE), recursive=True)
+    runs = [training.read_run(os.path.dirname(path)) for path in run_files]
+    assert len(runs) == 1 + 2 + 1 and {run["spec"]["weights"] for run in runs} == {model}
+    assert len({json.dumps(run["settings"]["solver"], sort_keys=True).replace(
+        '"random_seed": %d' % run["spec"]["seed"], "") for run in runs}) == 1
+    assert "training beside the constructor: seed1 of the hard-label ensemble (they need neither D nor its model)" in lines
+    hard = next(row for row in results.methods if row.kind == "baseline")
+    assert hard.runs[0].startswith("constructor")
+    with open(str(out / "report.md")) as handle:
+        report = handle.read()
+    assert "Initial weights of every net: the synthetic VGG-Face `vggface_synth.caffemodel`" in report
+    assert "disjoint: 0 of the expression set's 616 faces" in report
