@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 
-from .tasks import TaskFailed, module_of, task_done
+from .tasks import TaskFailed, environment, module_of, task_done
 
 
 def skip_done(tasks, log):
@@ -25,12 +25,13 @@ def skip_done(tasks, log):
 
 
 class LocalExecutor:
-    """This machine: training runs `jobs` at a time, each in its own process, on the CPU or on the
-    GPUs `gpus` (each run holds one no other run holds); the other tasks in this process, on the
-    first GPU."""
+    """This machine: training runs `jobs` at a time, each in its own process (with its environment:
+    tasks.environment), on the CPU or on the GPUs `gpus` (each run holds one no other run holds); the
+    other tasks in this process, on the first GPU."""
 
     def __init__(self, jobs=1, gpus=None, log=print):
         self.jobs, self.gpus, self.log = max(1, jobs), gpus, log
+        self.slots = self.jobs            # training runs at once
 
     def run(self, tasks, stage):
         pending = skip_done(tasks, self.log)
@@ -41,8 +42,6 @@ class LocalExecutor:
 
     def run_processes(self, tasks):
         env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"))
-        if not self.gpus and self.jobs > 1 and "OPENBLAS_NUM_THREADS" not in env:
-            env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
         lock = threading.Lock()
         free_gpus = queue.Queue()
         for gpu in self.gpus or []:
@@ -57,8 +56,8 @@ class LocalExecutor:
                 command += ["--gpu", str(gpu)]
             error = "%s: training failed (see train.log there)" % task.directory
             try:
-                process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           universal_newlines=True)
+                process = subprocess.Popen(command, env=dict(env, **environment(task)), stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, universal_newlines=True)
                 for line in process.stdout:
                     if line.startswith("error: "):       # said once, where the stage fails
                         error = line[len("error: "):].rstrip("\n")

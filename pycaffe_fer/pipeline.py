@@ -20,7 +20,8 @@ import collections
 import os
 
 from . import ensemble as ensemble_eq
-from . import folder_lock, members, paths, plan, report, scoring, softlabel, splits, synth, training
+from . import config as config_module
+from . import folder_lock, members, paths, plan, pretrain, report, scoring, softlabel, splits, synth, training
 from . import results as results_format
 from .classes import NUM_CLASSES
 from .config import record_experiment_config, settings
@@ -118,6 +119,30 @@ class Experiment:
                           "scoring " + name)
         return scoring.read_scores(directory)
 
+    # ---- the initial weights -----------------------------------------------------------------
+    def pretrain(self):
+        """With `weights: synthetic` and no --weights, self.weights becomes the synthetic VGG-Face of
+        the config's net (pretrain.py: from the cache, or trained now on the executor); its
+        results.Pretraining, with the persons it shares with the expression set (none, by
+        construction; counted). None otherwise."""
+        if self.weights or self.settings.weights != "synthetic":
+            return None
+        self.stage("pretraining (the synthetic VGG-Face)")
+        model, info = pretrain.pretrained_model(self.config, self.executor, self.log)
+        self.weights = model
+        shared = faces = None
+        if not self.data:
+            pretraining = config_module.pretraining(self.config)
+            shared, faces = synth.shared_persons(self.settings.data.synthetic.as_dict(), pretraining["seed"],
+                                                 info.identities)
+        self.log("initial weights: %s (%d persons, identity accuracy %.2f%% on %d held-out faces)%s" % (
+            model, info.identities, 100 * info.identity_accuracy, info.held_out_images,
+            "" if shared is None else "; %d of the expression set's %d faces show one of its persons" % (shared, faces)))
+        return results_format.Pretraining(
+            model=model, identities=info.identities, held_out_images=info.held_out_images,
+            identity_accuracy=info.identity_accuracy, chance=info.chance, iterations=info.iterations,
+            shared_faces=shared, expression_faces=faces)
+
     # ---- constructor (eqs. 2-3) --------------------------------------------------------------
     def softlabels(self, trainer):
         """D: from the file the config names, or constructed; saved as softlabels.{npy,csv}. Returns D,
@@ -131,8 +156,14 @@ class Experiment:
             self.log("soft labels from %s, saved as %s.{npy,csv}" % (constructor.softlabels, stem))
             return D, results_format.SoftLabels(source="the file %s" % constructor.softlabels, matrix=D.tolist(),
                                                 near_ties=self.near_ties(D)), None
-        (run_dir,) = trainer.train([run for run in plan.plan_runs(self.settings) if run.stage == "constructor"],
-                                   "constructor")
+        # Hard-label base classifiers that need neither D nor the constructor train beside it, on
+        # the executor's free slots (as they would later: the same terms, the same nets).
+        beside = plan.beside_constructor(self.settings, None if self.executor.slots is None else self.executor.slots - 1)
+        if beside:
+            self.log("training beside the constructor: %s of the hard-label ensemble (they need neither D nor its "
+                     "model)" % ", ".join(run.name for run in beside))
+        run_dir = trainer.train([run for run in plan.plan_runs(self.settings) if run.stage == "constructor"] + beside,
+                                "constructor")[0]
         (val_scores,), val_labels = self.scores("constructor_val", trainer.lmdbs["constructor_val"], [run_dir])
         D, off = softlabel.from_scores(val_scores, val_labels, constructor.allow_off_diagonal)
         softlabel.save_matrix(D, stem)
@@ -246,9 +277,9 @@ class Experiment:
         # The constructor trains only when no soft-label file is given.
         trained = ([] if config.constructor.softlabels else ["constructor"]) + ["ensemble"]
         wanting = [section for section in trained if getattr(config, section).init == "weights"]
-        if wanting and not self.weights:
+        if wanting and not self.weights and not config.weights:
             raise InputError("config %s starts from pre-trained weights (%s: weights): pass --weights "
-                             "VGG_FACE.caffemodel, or %s" % (
+                             "VGG_FACE.caffemodel, set weights: synthetic, or %s" % (
                                  config.name, ", ".join(w + ".init" for w in wanting),
                                  " ".join("--set %s.init=scratch" % w for w in wanting)))
         if "oracle" in config.ensemble.controls and self.data:
@@ -265,6 +296,7 @@ class Experiment:
         config = self.settings
         record_experiment_config(self.out, self.config, self.command, self.force_config, self.log)
         lmdbs = self.prepare_data()
+        pretraining = self.pretrain()
         trainer = members.RunTrainer(self.out, self.config, self.settings, lmdbs, self.executor, self.weights,
                                      self.true_softlabels, self.log, self.refuse_damaged)
         D, softlabel_info, constructor_dir = self.softlabels(trainer)
@@ -278,7 +310,8 @@ class Experiment:
         results_format.write_results(self.out, results_format.results(
             evaluation, experiment=config.name, data_description=self.describe_data(), test_split=config.ensemble.test,
             test_lmdb=lmdbs["test"], investigation=investigation, softlabels=softlabel_info, constructor=constructor,
-            curves=curves, true_softlabels=self.true_softlabels().tolist() if synthetic else None,
+            curves=curves, pretraining=pretraining,
+            true_softlabels=self.true_softlabels().tolist() if synthetic else None,
             label_noise_entropy=synth.label_noise_entropy(self.source(), config.ensemble.train) if synthetic else None))
         self.stage("report")
         path = report.write_report(self.out, results_format.read_results(self.out), config.paper)

@@ -9,7 +9,7 @@ them (plan_runs). The stages train what the plan lists (members.py); planned_run
     controls        per control source, the perturbed ensemble again on that source's soft labels
 
 Every base classifier (ensemble, fixed_gamma, baseline, controls) starts from ensemble.init with
-ensemble.solver; run k of each group is seeded alike (training.member_seed), and repeat r of the
+ensemble.solver; run k of each group is seeded alike (member_seed), and repeat r of the
 base classifiers has seeds of its own. Two planned runs with the same terms (LMDBs, labels, init,
 solver, seed) are one run, trained once: the constructor is the baseline's member 0 when it was
 trained on exactly the members' terms.
@@ -72,6 +72,19 @@ def base_classifiers(config, gammas, repeat):
     runs += [_run("controls", g, source, seed(k, ens.seeds), **terms)
              for source in ens.controls for k, g in enumerate(gammas)]
     return runs
+
+
+def beside_constructor(config, slots=None):
+    """The base classifiers that may train while the constructor does, at most ``slots`` (None: all):
+    the hard-label ensemble's members of every repeat that start from the pretrained file or from
+    Caffe's fillers, which need neither D nor the constructor's model; a member with the
+    constructor's very terms is the constructor and is left out. They train as they would later."""
+    config = settings(config)
+    if config.constructor.softlabels or config.ensemble.init == "constructor":
+        return []
+    constructor = next(run for run in plan_runs(config) if run.stage == "constructor")
+    hard = [run for run in plan_runs(config) if run.stage == "baseline" and terms(config, run) != terms(config, constructor)]
+    return hard if slots is None else hard[:max(0, slots)]
 
 
 def plan_runs(config, gammas=None):

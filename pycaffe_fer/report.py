@@ -110,7 +110,8 @@ def plot_curves(curves, noise_entropy, path):
         loss.set_ylabel("training loss (nats)")
         loss.grid(alpha=0.3)
         loss.legend(fontsize=7)
-        accuracy.set_xlabel("iteration (a fine-tune of the constructor counted on from its end)")
+        accuracy.set_xlabel("iteration" + (" (a fine-tune of the constructor counted on from its end)"
+                                           if any(c.start for c in curves) else ""))
         accuracy.set_ylabel("validation accuracy (%)")
         accuracy.grid(alpha=0.3)
     _save(figure, path)
@@ -297,6 +298,23 @@ def data_line(ctx):
     return ["Ours: %s; test set `%s` (%d images). Paper: Gan, Chen & Xu (2019) on %s. The two columns "
             "are **not** the same data unless the line above names the paper's dataset." % (
                 results.data_description, results.test_split, results.test_count, ctx.paper_key.upper()), ""]
+
+
+def pretraining(ctx):
+    info = ctx.results.pretraining
+    if not info:
+        return []
+    line = ("Initial weights of every net: the synthetic VGG-Face `%s`, this config's net trained in Caffe to tell "
+            "%d synthetic persons apart, as VGG-Face was trained on 2,622 celebrities (%d iterations; top-1 identity "
+            "accuracy %.2f%% on %d held-out faces of those persons, chance %.2f%%)." % (
+                os.path.basename(info.model), info.identities, info.iterations, 100 * info.identity_accuracy,
+                info.held_out_images, 100 * info.chance))
+    if info.shared_faces is not None:
+        line += (" Its persons and the expression set's are disjoint: %d of the expression set's %d faces show one "
+                 "of them." % (info.shared_faces, info.expression_faces) if not info.shared_faces else
+                 " **%d of the expression set's %d faces show one of its persons.**" % (
+                     info.shared_faces, info.expression_faces))
+    return [line, ""]
 
 
 def softlabels(ctx):
@@ -649,7 +667,7 @@ def misclassified_faces(ctx):
             "![false predictions](misclassified.png)", ""]
 
 
-SECTIONS = (title, summary, data_line, softlabels, soft_label_faces, investigation, training_curves, accuracy_table, what_helps,
+SECTIONS = (title, summary, data_line, pretraining, softlabels, soft_label_faces, investigation, training_curves, accuracy_table, what_helps,
             repeats, per_class, significance, calibration, mixtures, diversity, confusion, misclassified_faces)
 
 

@@ -9,6 +9,7 @@ the record types below (fields absent from a file read as None).
     SoftLabels       D (matrix, C x C), where it came from, rows off the diagonal or near-tied
     true_softlabels  C x C, where the true mixtures are known (the synthetic set)
     label_noise_entropy  the mean entropy of the training faces' true mixtures (the synthetic set)
+    Pretraining      the synthetic VGG-Face the nets started from (`weights: synthetic`), or None
     Curve            the constructor's, the hard-label baseline's and the perturbed ensemble's
                      training curves (training.read_metrics); start: 0, or the constructor's
                      iterations for a fine-tune of it
@@ -50,8 +51,13 @@ def _record(name, fields):
 
 
 Results = _record("Results", "experiment data_description test_split test_count test_lmdb softlabels true_softlabels "
-                             "label_noise_entropy curves constructor investigation methods ensemble repeats reliability "
-                             "examples")
+                             "label_noise_entropy pretraining curves constructor investigation methods ensemble repeats "
+                             "reliability examples")
+# The synthetic VGG-Face every net started from (pretrain.py): its model, persons, identity accuracy
+# on held-out faces and chance, iterations, and how many of the expression set's faces (of
+# expression_faces) show one of its persons (None on real data).
+Pretraining = _record("Pretraining", "model identities held_out_images identity_accuracy chance iterations "
+                                     "shared_faces expression_faces")
 SoftLabels = _record("SoftLabels", "source matrix off_diagonal near_ties val_accuracy")
 # A near-tied row of D (softlabel.near_ties): class_ is "class" in the file.
 NearTie = _record("NearTie", "class_ first second values")
@@ -72,7 +78,7 @@ Example = _record("Example", "index label prediction probabilities mixture")
 # How read_results reads the objects inside each record: a record type, or a list or a
 # {method id: ...} mapping of them.
 _NESTED = {
-    Results: {"softlabels": SoftLabels, "curves": ("list", Curve), "constructor": Constructor,
+    Results: {"softlabels": SoftLabels, "pretraining": Pretraining, "curves": ("list", Curve), "constructor": Constructor,
               "investigation": Investigation, "methods": ("list", Method), "ensemble": EnsembleEvidence,
               "repeats": Repeats, "reliability": ("map", Reliability), "examples": Examples},
     SoftLabels: {"near_ties": ("list", NearTie)},

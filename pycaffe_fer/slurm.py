@@ -26,7 +26,7 @@ import uuid
 from .atomic import atomic_path
 from .errors import InputError
 from .executor import skip_done
-from .tasks import TaskFailed, task_done
+from .tasks import TaskFailed, environment, task_done
 
 OPTION_KEYS = ("partition", "gpus_per_task", "cpus_per_task", "mem", "time", "account", "qos", "extra")
 JOB_FILE = "slurm_job.json"
@@ -75,19 +75,23 @@ def sbatch_options(opts, gpus, count, name, script_dir):
 
 
 def render_script(tasks, opts, name, script_dir, python):
-    """The sbatch script of one job array: task i runs `python -m <module> <directory>` of tasks[i]."""
+    """The sbatch script of one job array: task i runs `python -m <module> <directory>` of tasks[i],
+    in its environment (tasks.environment), as the local executor runs it."""
     gpus = tasks[0].gpu and int(opts["gpus_per_task"]) > 0
     lines = ["#!/bin/bash"] + ["#SBATCH %s" % option for option in sbatch_options(opts, gpus, len(tasks), name, script_dir)]
     lines += ["# pycaffe_fer: one array task per directory; what each prints goes to <directory>/%s" % LOG_FILE,
               "DIRECTORIES=(" + " ".join(shlex.quote(t.directory) for t in tasks) + ")",
               "MODULES=(" + " ".join(shlex.quote(t.module) for t in tasks) + ")",
+              "ENVIRONMENTS=(" + " ".join(shlex.quote(" ".join("%s=%s" % item for item in sorted(environment(t).items())))
+                                          for t in tasks) + ")",
               'DIRECTORY="${DIRECTORIES[$SLURM_ARRAY_TASK_ID]}"',
               'exec >>"$DIRECTORY/%s" 2>&1' % LOG_FILE,
               'echo "[slurm] job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname), restart '
               '${SLURM_RESTART_COUNT:-0}, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-none}"',
-              # Caffe's per-layer log is noise here; BLAS gets the cores SLURM gave the task.
+              # Caffe's per-layer log is noise here; BLAS gets the cores SLURM gave the task unless the
+              # task's environment says otherwise (a training run: its own thread count).
               'export GLOG_minloglevel=2 OPENBLAS_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
-              'exec %s -u -m "${MODULES[$SLURM_ARRAY_TASK_ID]}" "$DIRECTORY"%s'
+              'exec env ${ENVIRONMENTS[$SLURM_ARRAY_TASK_ID]} %s -u -m "${MODULES[$SLURM_ARRAY_TASK_ID]}" "$DIRECTORY"%s'
               % (shlex.quote(python), " --gpu assigned" if gpus else "")]
     return "\n".join(lines) + "\n"
 
@@ -127,6 +131,7 @@ class SlurmExecutor:
         self.script_dir, self.opts, self.python = os.path.abspath(script_dir), opts, python
         self.poll, self.dry_run, self.env, self.log = poll, dry_run, env, log
         self.extra = shlex.split(opts.get("extra") or "")
+        self.slots = None                 # training runs at once: as many as the cluster gives
 
     # ---- SLURM's client tools ------------------------------------------------------------------
     def command(self, args):

@@ -8,13 +8,20 @@ otherwise one of the mixed-in ones, as with real annotators). The minor weights 
 classes real data confuses (fear with surprise and sadness, disgust with anger, sadness with
 neutral), so the classes overlap the way real ones do. The mean mixture of the images labelled j is
 the true soft label of class j (``true_soft_labels``): it is what the constructor's fusion (eqs. 2-3)
-of a well-calibrated classifier's predictions estimates, so a constructed D can be compared with it. Identity (face shape,
-skin tone, hair) and nuisances (pose, lighting, noise, blur, occlusion, glasses) vary per image but
-leave the expression features (mouth, brows, eyes) visible at 48 x 48.
+of a well-calibrated classifier's predictions estimates, so a constructed D can be compared with it.
+
+Every face is a person's (an ``Identity``: face shape, skin tone, hair, ears, beard, glasses, a
+mole), drawn from a population: each image of the expression set is a person of the "expression"
+population of its own; the pretraining set (``draw_portraits``, pycaffe_fer/pretrain.py: the
+synthetic VGG-Face) shows persons of the "faces" population many times each, so no person of the
+expression set is one the pretrained net learned. Expression, pose, lighting, noise, blur,
+occluders, background and gaze vary per image and leave the expression features (mouth, brows,
+eyes) visible at 48 x 48.
 
 Deterministic: every image is drawn from its own generator seeded by (seed, layout, split, index),
-so the same seed gives the same bytes.
+and every person from one seeded by (seed, population, number), so the same seed gives the same bytes.
 """
+import collections
 import contextlib
 import csv
 import multiprocessing
@@ -138,32 +145,90 @@ def _shade(colour, factor):
     return tuple(min(255.0, max(0.0, c * factor)) for c in colour)
 
 
-def draw_face(rng, expression):
-    """A CANVAS x CANVAS BGR uint8 face with ``expression``, identity and nuisances drawn from ``rng``."""
-    raise_, tilt, eye_open, curve, mouth_open, mouth_width, wrinkle = expression
-    c = CANVAS / 2.0
+# A person: what stays the same in every image of them. Colours are BGR, lengths in canvas pixels;
+# hair_style one of HAIR_STYLES; iris: the gray of the eyes' irises; face_dy moves the face down from the canvas's centre, eye_dy (up),
+# nose_dy and mouth_dy (down) place the features from the face's centre; beard: 0 for none, else its
+# darkness (0-1, towards the hair's colour); glasses: None or (frame colour, thickness); mole: None
+# or (x and y offset from the face's centre, radius).
+Identity = collections.namedtuple("Identity", "skin hair hair_style hair_width hair_top face_w face_h face_dy ear_w "
+                                              "ear_h eye_dx eye_dy eye_w iris brow_thickness nose_dy nose_w mouth_dy "
+                                              "beard glasses mole")
+# crop: a cap of hair; long: down both sides of the face; bald: none; volume: a wide mass around the head.
+HAIR_STYLES = ("crop", "long", "bald", "volume")
+# Identities are drawn from populations of their own (the expression set's faces, the pretraining
+# set's persons): no face of the expression set is a person the pretrained net learned, whatever
+# the seeds.
+POPULATIONS = {"expression": 1, "faces": 2, "video": 3}
+IDENTITY_STREAM = 10       # seeds identities: [seed, IDENTITY_STREAM, population, number...]
+FACES_STREAM = 9           # seeds the pretraining set's images: [seed, FACES_STREAM, person, image]
+
+
+def draw_identity(rng):
+    """A person: face shape, skin tone, hair, ears and accessories (beard, glasses, a mole)."""
+    # The features expressions move (eyes, brows, nose, mouth) keep the sizes and contrasts the
+    # expression set had before it had persons: wider, the disgust row of make demo's D named anger.
     lightness = rng.uniform(110, 215)
     skin = tuple(lightness * np.array([rng.uniform(0.65, 0.85), rng.uniform(0.8, 0.92), 1.0]))
-    hair = tuple(rng.uniform(15, 110) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.6)]))
-    background = rng.uniform(60, 190, 3)
+    hair = tuple(min(255.0, rng.uniform(10, 170)) * np.array([1.0, rng.uniform(1.0, 1.3), rng.uniform(1.0, 1.5)]))
+    face_w, face_h = rng.uniform(66, 84), rng.uniform(86, 98)
+    beard = rng.uniform(0.3, 0.8) if rng.random() < 0.25 else 0.0
+    glasses = (tuple(rng.uniform(0, 80, 3)), rng.uniform(2, 3)) if rng.random() < 0.2 else None
+    mole = (rng.choice((-1, 1)) * rng.uniform(44, 58), rng.uniform(0, 30), rng.uniform(2.5, 5)) \
+        if rng.random() < 0.3 else None
+    return Identity(skin=skin, hair=hair, hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
+                    hair_width=rng.uniform(4, 14), hair_top=rng.uniform(0.25, 0.45), face_w=face_w, face_h=face_h,
+                    face_dy=rng.uniform(-4, 4), ear_w=rng.uniform(7, 13), ear_h=rng.uniform(14, 22),
+                    eye_dx=rng.uniform(30, 36), eye_dy=rng.uniform(22, 28), eye_w=rng.uniform(15, 19),
+                    iris=rng.uniform(20, 70), brow_thickness=rng.uniform(10, 13), nose_dy=rng.uniform(8, 14),
+                    nose_w=rng.uniform(5, 9), mouth_dy=rng.uniform(42, 50), beard=beard, glasses=glasses, mole=mole)
+
+
+def person(seed, population, *number):
+    """The Identity of person ``number`` (one or more integers) of ``population`` (POPULATIONS)."""
+    return draw_identity(np.random.default_rng([seed, IDENTITY_STREAM, POPULATIONS[population]] + list(number)))
+
+
+def draw_face(rng, expression, who):
+    """A CANVAS x CANVAS BGR uint8 face of the person ``who`` (an Identity) with ``expression``; the
+    background and the gaze drawn from ``rng``. Every expression feature stays within CANVAS / 2 +- 66
+    columns, so the face's sides are the person's alone."""
+    raise_, tilt, eye_open, curve, mouth_open, mouth_width, wrinkle = expression
+    c = CANVAS / 2.0
     img = np.empty((CANVAS, CANVAS, 3), np.uint8)
-    img[:] = background
+    img[:] = rng.uniform(60, 190, 3)
     # Background clutter: a few soft blobs.
     for _ in range(rng.integers(0, 2)):
         _ellipse(img, rng.uniform(0, CANVAS, 2), rng.uniform(10, 50, 2), tuple(rng.uniform(40, 200, 3)))
-    face_w, face_h = rng.uniform(70, 82), rng.uniform(86, 98)
-    face_y = c + 8 + rng.uniform(-4, 4)
-    _ellipse(img, (c, face_y - face_h * 0.35), (face_w + rng.uniform(4, 14), face_h * 0.8), hair)  # hair
-    _ellipse(img, (c, face_y), (face_w, face_h), skin)
+    skin, hair = who.skin, who.hair
+    face_y = c + 8 + who.face_dy
+    eye_y = face_y - who.eye_dy
+    if who.hair_style == "volume":
+        _ellipse(img, (c, face_y - who.face_h * who.hair_top), (who.face_w + 16 + who.hair_width, who.face_h), hair)
+    elif who.hair_style != "bald":
+        _ellipse(img, (c, face_y - who.face_h * who.hair_top), (who.face_w + who.hair_width, who.face_h * 0.8), hair)
+    if who.hair_style == "long":      # down both sides, over the ears
+        for side in (-1, 1):
+            _ellipse(img, (c + side * who.face_w, face_y + 20), (who.hair_width + 10, who.face_h), hair)
+    else:
+        for side in (-1, 1):
+            _ellipse(img, (c + side * who.face_w, eye_y + 12), (who.ear_w, who.ear_h), _shade(skin, 0.9))
+    _ellipse(img, (c, face_y), (who.face_w, who.face_h), skin)
+    # Beard (on the chin, below the lowest an open mouth reaches) and mole (on a cheek, beside the
+    # smile's folds): the expression features stay as visible as on any face.
+    mouth_y = face_y + who.mouth_dy
+    if who.beard:
+        _ellipse(img, (c, mouth_y + 52), (who.face_w * 0.55, 22),
+                 tuple(s * (1 - who.beard) + h * who.beard for s, h in zip(skin, hair)))
+    if who.mole:
+        _ellipse(img, (c + who.mole[0], face_y + who.mole[1]), (who.mole[2], who.mole[2]), _shade(skin, 0.45))
     dark = _shade(skin, 0.2)
     brow = tuple(min(h, d) for h, d in zip(hair, dark))  # darker than the skin even for fair hair
-    eye_dx, eye_y, eye_w = rng.uniform(30, 36), face_y - rng.uniform(22, 28), rng.uniform(15, 19)
-    brow_thickness = rng.uniform(10, 13)
+    eye_dx, eye_w = who.eye_dx, who.eye_w
     for side in (-1, 1):
         x = c + side * eye_dx
         eye_h = 2 + 12 * eye_open
         _ellipse(img, (x, eye_y), (eye_w, eye_h), (235, 235, 235))
-        _ellipse(img, (x + rng.uniform(-2, 2), eye_y), (7, min(7, eye_h)), _shade(hair, 0.6))
+        _ellipse(img, (x + rng.uniform(-2, 2), eye_y), (7, min(7, eye_h)), (who.iris,) * 3)
         lid = _curve((x - eye_w, eye_y), (x, eye_y - eye_h), (x + eye_w, eye_y))
         _polyline(img, lid, dark, 3)
         # Brow: raised by brow_raise, inner end lifted (tilt > 0) or lowered into a V (tilt < 0).
@@ -171,18 +236,17 @@ def draw_face(rng, expression):
         inner = (x - side * eye_w * 0.7, base - 14 * tilt)
         outer = (x + side * eye_w * 1.2, base + 4 * tilt)
         _polyline(img, _curve(inner, ((inner[0] + outer[0]) / 2, (inner[1] + outer[1]) / 2 - 3), outer),
-                  brow, brow_thickness)
+                  brow, who.brow_thickness)
     # Nose, and the disgust/anger wrinkles across its bridge and beside it.
-    nose_y = face_y + rng.uniform(8, 14)
+    nose_y = face_y + who.nose_dy
     _polyline(img, [(c, eye_y + 4), (c + 3, nose_y)], _shade(skin, 0.8), 3)
     for side in (-1, 1):
-        _ellipse(img, (c + side * 7, nose_y + 2), (4, 2.5), _shade(skin, 0.55))
+        _ellipse(img, (c + side * who.nose_w, nose_y + 2), (4, 2.5), _shade(skin, 0.55))
     if wrinkle > 0.05:
         crease = _shade(skin, 1 - 0.8 * wrinkle)
         for dy in (-6, 0, 6):
             _polyline(img, [(c - 9, eye_y + dy), (c, eye_y + dy - 3), (c + 9, eye_y + dy)], crease, 3.5)
     # Mouth: corners lifted by mouth_curve, opening mouth_open, half-width from mouth_width.
-    mouth_y = face_y + rng.uniform(42, 50)
     half_w = 15 + 21 * mouth_width
     corner_y = mouth_y - 18 * curve
     gap = 30 * mouth_open
@@ -202,22 +266,23 @@ def draw_face(rng, expression):
             _polyline(img, upper + [0, min(4, gap * 0.2)], (225, 225, 225), min(7, gap * 0.35))
     _polyline(img, upper, lips, 7)
     _polyline(img, lower, lips, 7)
-    # Glasses and an occluder (a hand, a microphone, a scarf): sometimes.
-    if rng.random() < 0.1:
-        frame = tuple(rng.uniform(0, 80, 3))
+    if who.glasses:
+        frame, thickness = who.glasses
         for side in (-1, 1):
-            _ellipse(img, (c + side * eye_dx, eye_y), (eye_w + 8, 15), frame, 2)
-        _polyline(img, [(c - eye_dx + eye_w + 8, eye_y), (c + eye_dx - eye_w - 8, eye_y)], frame, 2)
-    if rng.random() < 0.1:
-        _ellipse(img, (rng.uniform(20, CANVAS - 20), rng.uniform(110, CANVAS)), rng.uniform(14, 26, 2),
-                 tuple(rng.uniform(30, 230, 3)), angle=rng.uniform(0, 180))
+            _ellipse(img, (c + side * eye_dx, eye_y), (eye_w + 8, 15), frame, int(round(thickness)))
+        _polyline(img, [(c - eye_dx + eye_w + 8, eye_y), (c + eye_dx - eye_w - 8, eye_y)], frame, thickness)
     return img
 
 
-def render(rng, mixture, size, gray):
-    """A size x size face (gray H x W, or BGR H x W x 3) showing ``mixture``, with pose jitter,
-    blur, lighting and sensor noise (the last three applied at the output size, where they are cheap)."""
-    img = draw_face(rng, expression_of(rng, mixture))
+def render(rng, mixture, size, gray, identity=None):
+    """A size x size face (gray H x W, or BGR H x W x 3) of ``identity`` (default: a person of its
+    own, drawn from ``rng``) showing ``mixture``, with sometimes an occluder (a hand, a microphone, a
+    scarf), pose jitter, blur, lighting and sensor noise (the last three applied at the output size,
+    where they are cheap)."""
+    img = draw_face(rng, expression_of(rng, mixture), identity or draw_identity(rng))
+    if rng.random() < 0.1:
+        _ellipse(img, (rng.uniform(20, CANVAS - 20), rng.uniform(110, CANVAS)), rng.uniform(14, 26, 2),
+                 tuple(rng.uniform(30, 230, 3)), angle=rng.uniform(0, 180))
     if gray:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     c = CANVAS / 2.0
@@ -237,12 +302,18 @@ def render(rng, mixture, size, gray):
 
 
 def _draw(task):
-    """(label, mixture, image) of one image of a stream, from its own generator."""
+    """(label, mixture, image) of one image of a stream, from its own generator; the face is a
+    person of the expression population of its own."""
     seed, stream, index, dominant, size, gray = task
     rng = np.random.default_rng([seed, stream, index])
     mixture = sample_mixture(rng, dominant)
-    image = render(rng, mixture, size, gray)
-    return int(rng.choice(NUM_CLASSES, p=mixture / mixture.sum())), mixture, image
+    label = int(rng.choice(NUM_CLASSES, p=mixture / mixture.sum()))
+    return label, mixture, render(rng, mixture, size, gray, expression_person(seed, stream, index))
+
+
+def expression_person(seed, stream, index):
+    """The person in image ``index`` of an expression set's (layout, split) stream (_STREAMS)."""
+    return person(seed, "expression", stream, index)
 
 
 def draw_split(seed, layout, split, n, size, gray, pool=None):
@@ -254,6 +325,31 @@ def draw_split(seed, layout, split, n, size, gray, pool=None):
     results = pool.imap(_draw, tasks, 32) if pool else map(_draw, tasks)
     for task, (label, mixture, image) in zip(tasks, results):
         yield task[2], label, mixture, image
+
+
+# The expressions of the pretraining set's photographs, as in a celebrity set such as VGG-Face's:
+# mostly neutral or smiling.
+PORTRAIT_PRIOR = np.array([0.03, 0.02, 0.02, 0.35, 0.05, 0.05, 0.48])
+
+
+def _draw_portrait(task):
+    """Image ``number`` of pretraining person ``who``, its dominant expression drawn from PORTRAIT_PRIOR."""
+    seed, who, number, size, gray = task
+    rng = np.random.default_rng([seed, FACES_STREAM, who, number])
+    mixture = sample_mixture(rng, int(rng.choice(NUM_CLASSES, p=PORTRAIT_PRIOR)))
+    return render(rng, mixture, size, gray, portrait_person(seed, who))
+
+
+def portrait_person(seed, who):
+    """Person ``who`` (0, 1, ...) of the pretraining set."""
+    return person(seed, "faces", who)
+
+
+def draw_portraits(seed, pairs, size, gray, pool=None):
+    """The images of the pretraining set's (person, image number) ``pairs``, in order: persons of
+    the "faces" population, each image with its own expression, pose, lighting and noise."""
+    tasks = [(seed, int(who), int(number), size, gray) for who, number in pairs]
+    return pool.imap(_draw_portrait, tasks, 32) if pool else map(_draw_portrait, tasks)
 
 
 def true_soft_labels(mixtures, labels):
@@ -392,6 +488,37 @@ def small_split(n):
     return max(NUM_CLASSES, n // 10)
 
 
+def split_sizes(train, val, test):
+    """{layout: {split: images}} of the set write_synthetic_set writes (FER+ votes on FER-2013's rows)."""
+    return {"fer2013": {"train": train, "val": val, "test": test},
+            "raf": {"train": small_split(train), "test": small_split(test)},
+            "sfew": {"train": small_split(train), "val": small_split(val)}}
+
+
+def shared_persons(synthetic, faces_seed, identities):
+    """(faces, of all) of the expression set write_synthetic_set(**synthetic) writes that show one of
+    the pretraining set's first ``identities`` persons (seed ``faces_seed``): 0 by construction
+    (POPULATIONS), counted person by person for the report."""
+    pretraining = {portrait_person(faces_seed, who) for who in range(identities)}
+    sizes = split_sizes(synthetic["train"], synthetic["val"], synthetic["test"])
+    layouts = {"fer2013" if layout == "ferplus" else layout for layout in synthetic.get("layouts", LAYOUTS)}
+    persons = [expression_person(synthetic.get("seed", 0), _STREAMS[layout, split], index)
+               for layout in sorted(layouts) for split, n in sizes[layout].items() for index in range(n)]
+    return sum(who in pretraining for who in persons), len(persons)
+
+
+@contextlib.contextmanager
+def drawing_pool(workers=None):
+    """The processes to draw faces on, ``workers`` of them (default: all cores), for draw_split and
+    draw_portraits; None (draw here) for one."""
+    workers = workers or default_workers()
+    if workers == 1:
+        yield None
+        return
+    with multiprocessing.Pool(workers, initializer=single_threaded_opencv) as pool:
+        yield pool
+
+
 def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYOUTS, workers=None):
     """Write the synthetic set's layouts into ``out``, drawing on ``workers`` processes (default:
     all cores); returns {layout: path written}. Each file and folder is written whole or not at all
@@ -400,18 +527,17 @@ def write_synthetic_set(out, seed=0, train=3000, val=600, test=600, layouts=LAYO
     if unknown:
         raise ValueError("unknown layouts %s (known: %s)" % (", ".join(unknown), ", ".join(LAYOUTS)))
     os.makedirs(out, exist_ok=True)
-    workers = workers or default_workers()
     fer2013 = "fer2013" in layouts or "ferplus" in layouts       # FER+ votes are on fer2013.csv's rows
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(multiprocessing.Pool(workers, initializer=single_threaded_opencv)) if workers > 1 else None
+    with drawing_pool(workers) as pool:
         # fer2013.csv last: the pipeline takes a set with it as written, so one cut short (a full
         # disk, a kill) is written again by the rerun.
+        sizes = split_sizes(train, val, test)
         if "raf" in layouts:
-            write_raf(out, seed, {"train": small_split(train), "test": small_split(test)}, pool)
+            write_raf(out, seed, sizes["raf"], pool)
         if "sfew" in layouts:
-            write_sfew(out, seed, {"train": small_split(train), "val": small_split(val)}, pool)
+            write_sfew(out, seed, sizes["sfew"], pool)
         if fer2013:
-            write_fer2013(out, seed, {"train": train, "val": val, "test": test}, pool, ferplus="ferplus" in layouts)
+            write_fer2013(out, seed, sizes["fer2013"], pool, ferplus="ferplus" in layouts)
     paths = {"fer2013": "fer2013.csv", "ferplus": "fer2013new.csv", "raf": os.path.join("raf", "basic"), "sfew": "sfew"}
     return {layout: os.path.join(out, path) for layout, path in paths.items()
             if layout in layouts or (layout == "fer2013" and fer2013)}
@@ -422,7 +548,9 @@ def write_video(path, frames=300, fps=25.0, size=(640, 480), face=200, seed=0):
     plain scene, its expression cycling through the seven classes once a second; for trying and
     testing video prediction. Returns the face's (x, y, side) in each frame."""
     width, height = size
-    faces = [render(np.random.default_rng(seed * 7 + k), np.eye(NUM_CLASSES)[k], face, False) for k in range(NUM_CLASSES)]
+    who = person(seed, "video", 0)
+    faces = [render(np.random.default_rng(seed * 7 + k), np.eye(NUM_CLASSES)[k], face, False, who)
+             for k in range(NUM_CLASSES)]
     travel = max(1, width - face)
     boxes = []
     with atomic_path(path, keep_extension=True) as tmp:

@@ -1,8 +1,9 @@
 """The tasks a stage hands to an executor (executor.LocalExecutor, slurm.SlurmExecutor).
 
 A task is a directory and the module that knows it: the module has ``run_task(directory, gpu,
-log)``, ``task_done(directory)`` and a command line ``python -m MODULE DIRECTORY [--gpu ID|assigned]``
-(see task_main). Everything a task needs is in its directory, what it produces goes to files, so
+log)``, ``task_done(directory)``, a command line ``python -m MODULE DIRECTORY [--gpu ID|assigned]``
+(see task_main) and, if its process needs one, ``task_environment(directory)`` (see environment).
+Everything a task needs is in its directory, what it produces goes to files, so
 the pipeline's stages build tasks, hand them to an executor and read the files, without knowing
 where the work ran:
 
@@ -35,6 +36,13 @@ def module_of(task):
 
 def task_done(task):
     return module_of(task).task_done(task.directory)
+
+
+def environment(task):
+    """What the task's process must find in its environment, set by every executor alike: its
+    module's ``task_environment(directory)`` (a training run's BLAS thread count), else nothing."""
+    module = module_of(task)
+    return module.task_environment(task.directory) if hasattr(module, "task_environment") else {}
 
 
 def assigned_gpu():

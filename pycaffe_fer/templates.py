@@ -19,13 +19,16 @@ from .atomic import atomic_path
 from .errors import InputError
 
 TEMPLATE_DIR = paths.package_data("prototxt")
-HEADS = ("hard", "soft")
+# hard and soft: the expression classifier's losses; identity: pretraining on identities (pretrain.py).
+HEADS = ("hard", "soft", "identity")
+# The identity head's classifier layer and scores (vgg16.j2): VGG-Face's name, never copied into fc8_expression.
+IDENTITY_CLASSIFIER = "fc8"
 SOLVER_MODES = ("CPU", "GPU")
 
 # Variables each template takes from the run rather than from the config.
 _RUN_VARIABLES = {
-    "train_val.prototxt.j2": {"head", "train_lmdb", "val_lmdb", "train_soft_lmdb", "val_soft_lmdb"},
-    "deploy.prototxt.j2": set(),
+    "train_val.prototxt.j2": {"head", "train_lmdb", "val_lmdb", "train_soft_lmdb", "val_soft_lmdb", "identities"},
+    "deploy.prototxt.j2": {"identities"},
     "solver.prototxt.j2": {"net_path", "snapshot_prefix", "test_iter", "solver_mode", "device_id"},
 }
 _SECTION_TEMPLATES = {"net": ("train_val.prototxt.j2", "deploy.prototxt.j2"), "solver": ("solver.prototxt.j2",)}
@@ -86,24 +89,37 @@ def _render(name, section, config, run):
     return text
 
 
-def render_train_val(config, head, train_lmdb, val_lmdb, train_soft_lmdb=None, val_soft_lmdb=None):
-    """train_val prototxt text of VGG16 with the ``hard`` or ``soft`` head (see the template).
+def render_train_val(config, head, train_lmdb, val_lmdb, train_soft_lmdb=None, val_soft_lmdb=None, identities=None):
+    """train_val prototxt text of VGG16 with the ``hard``, ``soft`` or ``identity`` head (see the template).
 
-    The soft head needs ``train_soft_lmdb``; ``val_lmdb=None`` leaves out the TEST phase and
-    ``val_soft_lmdb=None`` its KL loss (accuracy is still reported).
+    The soft head needs ``train_soft_lmdb``, the identity head the number of ``identities``;
+    ``val_lmdb=None`` leaves out the TEST phase and ``val_soft_lmdb=None`` its KL loss (accuracy is
+    still reported).
     """
     if head not in HEADS:
         raise InputError("head must be one of %s, got %r" % (", ".join(HEADS), head))
     if head == "soft" and not train_soft_lmdb:
         raise InputError("the soft head needs a training soft-label LMDB")
+    _check_identities(head, identities)
     return _render("train_val.prototxt.j2", "net", config, {
         "head": head, "train_lmdb": train_lmdb, "val_lmdb": val_lmdb,
-        "train_soft_lmdb": train_soft_lmdb, "val_soft_lmdb": val_soft_lmdb})
+        "train_soft_lmdb": train_soft_lmdb, "val_soft_lmdb": val_soft_lmdb, "identities": identities})
 
 
-def render_deploy(config):
-    """deploy prototxt text: Input 1 x 3 x input_size x input_size up to fc8_expression and prob."""
-    return _render("deploy.prototxt.j2", "net", config, {})
+def _check_identities(head, identities):
+    """The identity head classifies two or more identities; the expression heads none."""
+    if (head == "identity") != (identities is not None):
+        raise InputError("the %s head %s number of identities" % (head, "needs a" if head == "identity" else "takes no"))
+    if identities is not None and (isinstance(identities, bool) or not isinstance(identities, int) or identities < 2):
+        raise InputError("identities must be an integer >= 2, got %r" % (identities,))
+
+
+def render_deploy(config, identities=None):
+    """deploy prototxt text: Input 1 x 3 x input_size x input_size up to fc8_expression (or, with
+    ``identities``, the identity classifier fc8) and prob."""
+    if identities is not None:
+        _check_identities("identity", identities)
+    return _render("deploy.prototxt.j2", "net", config, {"identities": identities})
 
 
 def render_solver(config, net_path, snapshot_prefix, test_iter, solver_mode="CPU", device_id=0):

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import folder_lock, paths, templates
 from .atomic import append_whole, atomic_path
+from .config import BLAS_THREADS
 from .errors import DiskFull, InputError, check_room, is_disk_full, run_cli
 from .devices import use_device
 from .lmdb_io import lmdb_count
@@ -46,6 +47,8 @@ METRICS_FILE = "metrics.csv"
 LOG_FILE = "train.log"
 LOCK_FILE = "train.lock"
 METRICS_COLUMNS = ("iteration", "loss", "lr", "images_per_s", "val_accuracy")
+# What the BLAS libraries Caffe may be linked with read their thread count from, when they load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class TrainingError(TaskFailed):
@@ -53,9 +56,9 @@ class TrainingError(TaskFailed):
 
 
 # run.json's "spec" (make_spec's fields) as read_spec gives it; source and softlabels are a
-# soft-label run's only.
+# soft-label run's only, identities an identity run's (pretraining).
 RunSpec = collections.namedtuple("RunSpec", "name head gamma train_lmdb val_lmdb train_soft_lmdb val_soft_lmdb weights "
-                                            "seed source softlabels", defaults=(None, None))
+                                            "seed source softlabels identities", defaults=(None, None, None))
 
 
 def read_run(run_dir):
@@ -69,8 +72,14 @@ def read_spec(run_dir):
 
 
 def read_settings(run_dir):
-    """The config sections the run trains with: {"net": ..., "solver": ...} (its own random_seed)."""
-    return read_run(run_dir)["settings"]
+    """What the run trains with: {"net": ..., "solver": ... (its own random_seed), "blas_threads": N}."""
+    return recorded_settings(read_run(run_dir))
+
+
+def recorded_settings(run):
+    """The settings of a run.json's contents. One written before the BLAS thread count was recorded
+    reads as the default count: its nets, trained with a count nobody wrote down, are kept."""
+    return dict({"blas_threads": BLAS_THREADS}, **run["settings"])
 
 
 def iterations(run_dir):
@@ -102,12 +111,16 @@ def fingerprint(matrix):
     return hashlib.sha1(np.round(np.asarray(matrix, dtype=np.float64), 10).tobytes()).hexdigest()[:16]
 
 
-def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, source="constructed"):
+def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, source="constructed", identities=None):
     """The spec of a hard-label run, or with soft labels ``rows`` (C x C, for ``gamma``, from
     ``source``: softlabel.SOURCES) a soft-label one, whose spec names the soft labels' fingerprint,
-    so a run trained on other soft labels is never taken for this one."""
-    spec = {"name": name, "head": "hard" if rows is None else "soft", "gamma": gamma, "train_lmdb": train,
+    so a run trained on other soft labels is never taken for this one; with ``identities``, a run
+    that classifies that many identities (the LMDBs' labels) on the identity head (pretraining)."""
+    head = "identity" if identities is not None else "hard" if rows is None else "soft"
+    spec = {"name": name, "head": head, "gamma": gamma, "train_lmdb": train,
             "val_lmdb": val, "train_soft_lmdb": None, "val_soft_lmdb": None, "weights": weights, "seed": int(seed)}
+    if identities is not None:
+        spec["identities"] = int(identities)
     if rows is not None:
         spec["source"] = source
         spec["train_soft_lmdb"] = paths.soft_lmdb(train, gamma, source)
@@ -117,19 +130,28 @@ def make_spec(name, train, val, seed, rows=None, gamma=None, weights=None, sourc
 
 
 def run_identity(config, spec):
-    """What makes two runs the same run: the spec but its name, and the net and solver settings."""
+    """What makes two runs the same run: the spec but its name, and the settings (net, solver, BLAS threads)."""
     return {"spec": {k: v for k, v in spec.items() if k != "name"}, "settings": _settings(config, spec)}
 
 
 def _settings(config, spec):
-    return {"net": config["net"], "solver": dict(config["solver"], random_seed=spec["seed"])}
+    return {"net": config["net"], "solver": dict(config["solver"], random_seed=spec["seed"]),
+            "blas_threads": int(config.get("blas_threads", BLAS_THREADS))}
+
+
+def task_environment(run_dir):
+    """The environment a run's process must start with (executor.py, slurm.py): its BLAS thread
+    count, which the BLAS library reads once, when Caffe loads."""
+    threads = str(read_settings(run_dir)["blas_threads"])
+    return {name: threads for name in BLAS_THREAD_VARIABLES}
 
 
 def prepare_run(run_dir, config, spec):
     """Write a run directory's prototxts and run.json, unless it already holds this very run.
 
-    spec: from make_spec (name, head ('hard' | 'soft'), gamma, train_lmdb, val_lmdb, train_soft_lmdb,
-    val_soft_lmdb (soft head), weights (a caffemodel or None), seed).
+    spec: from make_spec (name, head ('hard' | 'soft' | 'identity'), gamma, train_lmdb, val_lmdb,
+    train_soft_lmdb, val_soft_lmdb (soft head), weights (a caffemodel or None), seed, identities
+    (identity head)).
     A directory that holds a different run (other spec or settings) is refused, not overwritten.
     """
     run_dir = os.path.abspath(run_dir)
@@ -137,10 +159,11 @@ def prepare_run(run_dir, config, spec):
     wanted = {"spec": spec, "settings": settings}
     if os.path.exists(os.path.join(run_dir, RUN_FILE)):
         existing = read_run(run_dir)
-        if {"spec": existing["spec"], "settings": existing["settings"]} == wanted:
+        recorded = recorded_settings(existing)
+        if {"spec": existing["spec"], "settings": recorded} == wanted:
             return run_dir
         differs = sorted(k for k in set(spec) | set(existing["spec"]) if spec.get(k) != existing["spec"].get(k))
-        differs += [k for k in ("net", "solver") if settings[k] != existing["settings"][k]]
+        differs += [k for k in sorted(settings) if settings[k] != recorded[k]]
         raise InputError("%s holds a run made with other settings (%s differ): remove it or use another "
                          "output directory" % (run_dir, ", ".join(differs)))
     os.makedirs(os.path.join(run_dir, SNAPSHOT_DIR), exist_ok=True)
@@ -148,8 +171,9 @@ def prepare_run(run_dir, config, spec):
     net_path = os.path.join(run_dir, "train_val.prototxt")
     templates.write_prototxt(net_path, templates.render_train_val(
         run_config, spec["head"], spec["train_lmdb"], spec["val_lmdb"],
-        spec.get("train_soft_lmdb"), spec.get("val_soft_lmdb")), "net")
-    templates.write_prototxt(os.path.join(run_dir, "deploy.prototxt"), templates.render_deploy(run_config), "net")
+        spec.get("train_soft_lmdb"), spec.get("val_soft_lmdb"), spec.get("identities")), "net")
+    templates.write_prototxt(os.path.join(run_dir, "deploy.prototxt"),
+                             templates.render_deploy(run_config, spec.get("identities")), "net")
     # The solver has no test net: train() validates at the end of each segment itself, with its
     # progress lines, instead of Caffe testing into its log.
     test_iter = templates.test_iter_for(run_config, spec["val_lmdb"], "val")
@@ -427,6 +451,11 @@ def _train_held(run_dir, gpu, say):
     batch_size = int(run["settings"]["net"]["batch_size"])
     records = lmdb_count(spec["train_lmdb"])
     metrics = RunMetrics(run_dir)
+    threads = task_environment(run_dir)["OPENBLAS_NUM_THREADS"]
+    if os.environ.get("OPENBLAS_NUM_THREADS") != threads:
+        say("warning: OPENBLAS_NUM_THREADS is %s in this process, the run's blas_threads %s: start it with "
+            "OPENBLAS_NUM_THREADS=%s (the executors do) for the run's own numbers"
+            % (os.environ.get("OPENBLAS_NUM_THREADS", "unset"), threads, threads))
     use_device(gpu)
     _drop_damaged_snapshots(run_dir, say)
     resuming = True

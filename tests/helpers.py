@@ -34,7 +34,7 @@ def separable_images(num, size=8, seed=0):
     return images, labels
 
 
-# The demo's protocol with a net and schedules small enough for a test: input 24 (pool5 1 x 1),
+# The ablation demo's protocol (demo_finetune.yaml) with a net and schedules small enough for a test: input 24 (pool5 1 x 1),
 # conv widths 4..32, fc 32; a few iterations per run.
 TINY = ["data.synthetic={seed: 3, train: 336, val: 140, test: 140, layouts: [fer2013]}",
         "net.input_size=24", "net.width=0.0625", "net.fc_width=32",
@@ -49,4 +49,4 @@ TINY = ["data.synthetic={seed: 3, train: 336, val: 140, test: 140, layouts: [fer
 
 
 def tiny_config(*overrides):
-    return load_config("demo", TINY + list(overrides))
+    return load_config("demo_finetune", TINY + list(overrides))

@@ -14,7 +14,7 @@ from helpers import REPO
 pytestmark = pytest.mark.fast   # no Caffe: make test-fast
 
 
-@pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo", "demo_small"])
+@pytest.mark.parametrize("preset", ["fer2013", "raf", "sfew", "demo", "demo_small", "demo_full", "demo_finetune"])
 def test_every_preset_is_valid(preset):
     assert validate(load_config(preset))["name"] == preset
 
@@ -79,6 +79,13 @@ BAD = [
     ("slurm.qos=1", "config slurm.qos: 1 is not a non-empty string, or null"),
     ("slurm.extra=true", "config slurm.extra: True is not a non-empty string, or null"),
     ("slurm.nodes=2", "config slurm.nodes: unknown key 'nodes'"),
+    ("blas_threads=0", "config blas_threads: 0 is not an integer >= 1"),
+    ("weights=vggface", "config weights: 'vggface' is not one of synthetic, or null"),
+    ("pretraining.identities=1", "config pretraining.identities: 1 is not an integer >= 2"),
+    ("pretraining.held_out=0", "config pretraining.held_out: 0 is not an integer >= 1"),
+    ("pretraining.solver={random_seed: 3}", "config pretraining.solver.random_seed: unknown key 'random_seed'"),
+    ("pretraining.solver={lr_policy: step}", "config pretraining.solver.stepsize: null, but lr_policy 'step' needs it"),
+    ("pretraining.dropout=1", "config pretraining.dropout: 1 is not a number >= 0 and < 1"),
 ]
 
 
@@ -102,6 +109,7 @@ def test_every_section_has_a_bad_case():
     "qos: normal, extra: '--exclusive'}",
     "slurm={}", "slurm={partition: null, gpus_per_task: null, cpus_per_task: null, mem: null, time: null, "
     "account: null, qos: null, extra: null}", "data.seed=3", "constructor.softlabels=D.npy", "data.detect=true",
+    "blas_threads=4", "pretraining={identities: 300, solver: {max_iter: 100}}", "pretraining.solver={lr_policy: step, stepsize: 300, gamma: 0.1}",
 ])
 def test_good_values_pass(override):
     load_config("fer2013", [override] + (["solver.lr_policy=fixed"] if "stepsize" in override else []))

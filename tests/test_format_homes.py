@@ -26,6 +26,8 @@ FORMATS = {
         "top2_agreement", "mcnemar_p", "mcnemar_discordant", "difference_ci95", "member_accuracies",
         "gain_over_mean_single", "disagreement", "comparisons", "differences", "mixture", "misclassified")),
     "ensemble.json": ("pycaffe_fer/ensemble.py", ("deploy", "grayscale")),
+    "vggface_synth.json": ("pycaffe_fer/pretrain.py", (
+        "recipe", "train_images", "held_out_images", "identity_accuracy", "chance")),
     "run.json": ("pycaffe_fer/training.py", (
         "spec", "settings", "status", "test_iter", "head", "train_lmdb", "val_lmdb", "train_soft_lmdb",
         "val_soft_lmdb", "weights")),
@@ -109,8 +111,12 @@ def test_a_run_spec_reads_back_with_a_hard_runs_soft_fields_none(tmp_path):
     training.write_run(str(tmp_path), {"spec": spec, "settings": {"net": {}, "solver": {"max_iter": 40}}})
     read = training.read_spec(str(tmp_path))
     assert (read.name, read.head, read.seed, read.gamma, read.source, read.softlabels) == ("seed3", "hard", 3, None, None, None)
-    assert read._asdict() == dict(spec, source=None, softlabels=None)
+    assert read._asdict() == dict(spec, source=None, softlabels=None, identities=None)
     assert training.iterations(str(tmp_path)) == 40
+    spec = training.make_spec("faces", "train_lmdb", "val_lmdb", 0, identities=256)
+    training.write_run(str(tmp_path), {"spec": spec, "settings": {"net": {}, "solver": {"max_iter": 40}}})
+    assert training.read_spec(str(tmp_path))._asdict() == dict(spec, source=None, softlabels=None)
+    assert (training.read_spec(str(tmp_path)).head, training.read_spec(str(tmp_path)).identities) == ("identity", 256)
 
 
 def test_lmdb_keys_parse_back_and_gray_formats():

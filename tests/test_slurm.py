@@ -24,7 +24,7 @@ from helpers import REPO, TINY, tiny_config
 
 # test_pipeline's experiment with fewer runs: two gammas, no fixed-gamma ensemble.
 SHORT = TINY + ["investigation.gammas=[0.6, 1.4]", "ensemble.fixed_gamma=[]"]
-DRIVER = [sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--config", "demo", "--backend", "slurm",
+DRIVER = [sys.executable, os.path.join(REPO, "tools", "run_experiment.py"), "--config", "demo_finetune", "--backend", "slurm",
           "--slurm-poll", "0.2"] + [arg for override in SHORT for arg in ("--set", override)]
 
 

@@ -10,7 +10,9 @@ import numpy as np
 
 from pycaffe_fer.classes import CLASSES, NUM_CLASSES
 from pycaffe_fer.datasets.raf import RAF_TO_CANONICAL
-from pycaffe_fer.synth import SFEW_FOLDERS, read_mixtures, true_soft_labels, true_soft_labels_of, write_synthetic_set
+from pycaffe_fer.synth import (CANVAS, SFEW_FOLDERS, _STREAMS, draw_face, draw_portraits, expression_of, expression_person,
+                               portrait_person, read_mixtures, sample_mixture, true_soft_labels, true_soft_labels_of,
+                               write_synthetic_set)
 from dataset_fixtures import SMALL, read_csv, synth  # noqa: F401 (synth: a fixture)
 from helpers import REPO
 
@@ -129,3 +131,48 @@ def test_make_synth_tool_refuses_unknown_layouts(tmp_path):
                           universal_newlines=True)
     assert proc.returncode == 2 and "unknown layouts: affectnet" in proc.stderr
     assert os.listdir(str(tmp_path)) == []
+
+
+def skin_at_the_sides(image, who):
+    """Where ``image`` shows exactly ``who``'s skin, in the columns no expression feature reaches
+    (draw_face: beyond CANVAS / 2 +- 66): the outline of the face."""
+    skin = np.all(image == np.round(who.skin).astype(np.uint8), axis=2)
+    columns = np.abs(np.arange(CANVAS) + 0.5 - CANVAS / 2.0) > 67
+    return skin & columns[None, :]
+
+
+def test_a_person_has_one_face_shape_whatever_the_expression_gaze_and_background():
+    who, other = portrait_person(0, 5), portrait_person(0, 6)
+    outlines = []
+    for index in range(NUM_CLASSES):
+        rng = np.random.default_rng(index)            # each image its own background, gaze, expression
+        expression = expression_of(rng, sample_mixture(rng, index))
+        outlines.append(skin_at_the_sides(draw_face(rng, expression, who), who))
+    assert outlines[0].sum() > 200                    # the face's sides are there
+    for outline in outlines[1:]:
+        np.testing.assert_array_equal(outline, outlines[0])
+    rng = np.random.default_rng(0)
+    expression = expression_of(rng, sample_mixture(rng, 0))
+    assert not np.array_equal(skin_at_the_sides(draw_face(rng, expression, other), who), outlines[0])
+    # Everything of a person is fixed by the person's number: drawn again, the same person.
+    assert portrait_person(0, 5) == who and portrait_person(1, 5) != who
+
+
+def test_no_person_of_the_expression_set_is_one_of_the_pretraining_set():
+    # Every (layout, split) stream of the expression set at make demo's sizes (RAF and SFEW: a
+    # tenth), against a few hundred pretraining persons, for equal and different seeds of the two sets.
+    sizes = {stream: 2400 if layout == "fer2013" else 240 for (layout, _), stream in _STREAMS.items()}
+    pretraining = {portrait_person(seed, who) for seed in (0, 1) for who in range(512)}
+    assert len(pretraining) == 1024
+    expression = {expression_person(seed, stream, index) for seed in (0, 1)
+                  for stream, size in sizes.items() for index in range(size)}
+    assert len(expression) == 2 * sum(sizes.values())    # every face of the expression set a person of its own
+    assert not expression & pretraining
+
+
+def test_the_pretraining_set_shows_its_persons_with_every_expression():
+    pairs = [(who, number) for who in range(3) for number in range(14)]
+    images = list(draw_portraits(0, pairs, 48, True))
+    again = list(draw_portraits(0, pairs[::-1], 48, True))[::-1]      # each image drawn on its own
+    assert all(np.array_equal(a, b) for a, b in zip(images, again))
+    assert images[0].shape == (48, 48) and len({image.tobytes() for image in images}) == len(pairs)

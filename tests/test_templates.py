@@ -141,6 +141,12 @@ def test_missing_config_key_and_bad_head_are_input_errors():
         templates.render_train_val(load_config("fer2013"), "kl", "a", "b")
     with pytest.raises(InputError, match="soft head needs a training soft-label LMDB"):
         templates.render_train_val(load_config("fer2013"), "soft", "a", "b")
+    with pytest.raises(InputError, match="the identity head needs a number of identities"):
+        templates.render_train_val(load_config("fer2013"), "identity", "a", "b")
+    with pytest.raises(InputError, match="the hard head takes no number of identities"):
+        templates.render_train_val(load_config("fer2013"), "hard", "a", "b", identities=10)
+    with pytest.raises(InputError, match="identities must be an integer >= 2, got 1"):
+        templates.render_deploy(load_config("fer2013"), identities=1)
 
 
 def write_lmdbs(root, size, count, soft_values=7):
@@ -193,11 +199,11 @@ def render_all(tmp_path, config, paths):
         "train_soft": paths["train"] + "_soft_g{gamma}", "val_soft": paths["val"] + "_soft_g{gamma}"})
 
 
-def check_vgg_layers(net, inputs):
+def check_vgg_layers(net, inputs, classifier="fc8_expression"):
     names = [name for name in net._layer_names if not name.endswith("_split")]   # Caffe's own splits
     start = names.index("conv1_1")
     assert names[:start] == inputs
-    assert names[start:start + len(VGG_FACE_LAYERS) + 1] == VGG_FACE_LAYERS + ["fc8_expression"]
+    assert names[start:start + len(VGG_FACE_LAYERS) + 1] == VGG_FACE_LAYERS + [classifier]
 
 
 def test_small_generated_nets_instantiate_and_run_forward(tmp_path):
@@ -220,6 +226,25 @@ def test_small_generated_nets_instantiate_and_run_forward(tmp_path):
                 assert output["prob"].shape == (1, 7) and output["prob"].sum() == pytest.approx(1, abs=1e-5)
             else:
                 assert np.isfinite(output["loss"]) and (phase == caffe.TRAIN) == ("accuracy" not in output)
+
+
+def test_the_identity_head_is_vgg_faces_fc8_over_the_identities(tmp_path):
+    config = load_config("demo", ["net.batch_size=4", "net.test_batch_size=4"])
+    paths = write_lmdbs(tmp_path, 48, 6)          # labels 0..5: identities of a 9-way classifier
+    net_path = templates.write_prototxt(str(tmp_path / "train_val.prototxt"), templates.render_train_val(
+        config, "identity", paths["train"], paths["val"], identities=9), "net")
+    deploy_path = templates.write_prototxt(str(tmp_path / "deploy.prototxt"), templates.render_deploy(
+        config, identities=9), "net")
+    caffe.set_mode_cpu()
+    for phase in (caffe.TRAIN, caffe.TEST):
+        net = caffe.Net(net_path, phase)
+        check_vgg_layers(net, ["data"], "fc8")
+        output = net.forward()
+        assert "fc8_expression" not in net.blobs and net.blobs["fc8"].data.shape == (4, 9)
+        assert np.isfinite(output["loss"]) and (phase == caffe.TEST) == ("accuracy" in output)
+    deploy = caffe.Net(deploy_path, caffe.TEST)
+    check_vgg_layers(deploy, ["data"], "fc8")
+    assert deploy.forward()["prob"].shape == (1, 9)
 
 
 def test_full_size_vgg16_nets_instantiate_and_deploy_classifies_one_224_image(tmp_path):

@@ -1,0 +1,110 @@
+"""One result per config: a run's BLAS thread count is one of its settings, so --jobs 1, --jobs 2 and
+the SLURM backend (the real test SLURM, with 2 CPUs per task) train bit-identical nets; another count
+trains other bits; a run.json from before the count was recorded reads as the default count."""
+import json
+import os
+
+import caffe
+import numpy as np
+import pytest
+
+from pycaffe_fer import slurm, training
+from pycaffe_fer.config import load_config
+from pycaffe_fer.errors import InputError
+from pycaffe_fer.executor import LocalExecutor
+from pycaffe_fer.tasks import Task
+from test_templates import write_lmdbs
+
+# The demo's net (48 x 48, widths 8-64, fc 128, batches of 48): large enough that OpenBLAS splits
+# its products between threads, which changes its sums from about the 18th iteration on.
+ITERATIONS = ["solver.max_iter=30", "solver.snapshot=30", "solver.display=10"]
+
+
+def config(*overrides):
+    return load_config("demo", ITERATIONS + list(overrides))
+
+
+@pytest.fixture(scope="module")
+def lmdbs(tmp_path_factory):
+    return write_lmdbs(tmp_path_factory.mktemp("lmdbs"), 48, 96)
+
+
+def prepare(folder, name, lmdbs, *overrides):
+    spec = training.make_spec(name, lmdbs["train"], lmdbs["val"], seed=0)
+    return training.prepare_run(str(folder / name), config(*overrides), spec)
+
+
+def task(run_dir):
+    return Task(training.read_spec(run_dir).name, run_dir, "pycaffe_fer.training", gpu=True, in_process=False)
+
+
+def final_weights(run_dir):
+    caffe.set_mode_cpu()
+    net = caffe.Net(os.path.join(run_dir, "deploy.prototxt"), caffe.TEST, weights=training.final_model(run_dir))
+    return {name: [blob.data.copy() for blob in blobs] for name, blobs in net.params.items()}
+
+
+def assert_same_weights(a, b):
+    assert list(a) == list(b)
+    for name in a:
+        for x, y in zip(a[name], b[name]):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def reference(lmdbs, tmp_path_factory):
+    """The weights of the run trained with --jobs 1 (one process at a time)."""
+    run_dir = prepare(tmp_path_factory.mktemp("jobs1"), "run", lmdbs)
+    LocalExecutor(jobs=1, log=lambda line: None).run([task(run_dir)], "jobs 1")
+    with open(os.path.join(run_dir, "train.log")) as handle:
+        assert "warning" not in handle.read()            # the process had the run's thread count
+    return final_weights(run_dir)
+
+
+def test_the_thread_count_is_a_setting_of_the_run(lmdbs, tmp_path):
+    run_dir = prepare(tmp_path, "run", lmdbs)
+    assert training.read_run(run_dir)["settings"]["blas_threads"] == 1
+    assert training.task_environment(run_dir) == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                                                  "MKL_NUM_THREADS": "1"}
+    spec = training.read_run(run_dir)["spec"]
+    assert training.run_identity(config(), spec) != training.run_identity(config("blas_threads=2"), spec)
+    with pytest.raises(InputError, match="holds a run made with other settings \\(blas_threads differ\\)"):
+        prepare(tmp_path, "run", lmdbs, "blas_threads=2")
+
+
+def test_jobs_2_trains_the_nets_jobs_1_does(lmdbs, reference, tmp_path):
+    runs = [prepare(tmp_path, name, lmdbs) for name in ("a", "b")]
+    LocalExecutor(jobs=2, log=lambda line: None).run([task(run_dir) for run_dir in runs], "jobs 2")
+    for run_dir in runs:
+        assert_same_weights(final_weights(run_dir), reference)
+
+
+def test_slurm_with_two_cpus_per_task_trains_the_net_jobs_1_does(lmdbs, reference, slurm_cluster, tmp_path):
+    run_dir = prepare(tmp_path, "run", lmdbs)
+    cluster = slurm.SlurmExecutor(str(tmp_path / "scripts"), slurm.options(None, {"cpus_per_task": 2}), poll=0.2,
+                                  env=slurm_cluster.env, log=lambda line: None)
+    cluster.run([task(run_dir)], "slurm")
+    assert_same_weights(final_weights(run_dir), reference)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS runs one thread whatever it is asked")
+def test_two_threads_train_other_bits(lmdbs, reference, tmp_path):
+    run_dir = prepare(tmp_path, "run", lmdbs, "blas_threads=2")
+    LocalExecutor(jobs=1, log=lambda line: None).run([task(run_dir)], "2 threads")
+    weights = final_weights(run_dir)
+    assert any(not np.array_equal(x, y) for name in weights for x, y in zip(weights[name], reference[name]))
+
+
+def test_a_run_json_without_the_thread_count_reads_as_the_default(lmdbs, tmp_path):
+    run_dir = prepare(tmp_path, "run", lmdbs)
+    path = os.path.join(run_dir, training.RUN_FILE)
+    with open(path) as handle:
+        old = json.load(handle)
+    del old["settings"]["blas_threads"]                      # as an experiment folder from before
+    with open(path, "w") as handle:
+        json.dump(old, handle)
+    assert prepare(tmp_path, "run", lmdbs) == run_dir        # resumes: nothing retrained
+    assert training.read_settings(run_dir)["blas_threads"] == 1
+    assert training.task_environment(run_dir)["OPENBLAS_NUM_THREADS"] == "1"
+    with pytest.raises(InputError, match="blas_threads differ"):
+        prepare(tmp_path, "run", lmdbs, "blas_threads=2")
