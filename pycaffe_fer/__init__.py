@@ -28,6 +28,7 @@ The modules, one concern each, from the data up:
     templates     the Jinja templates in prototxt/ rendered from a config (tools/render.py)
     layers        the KL-divergence loss Python layer (eqs. 5-6)
     weights       copying pretrained weights (VGG-Face) by layer name
+    pretrain      the synthetic VGG-Face: the config's net trained on synthetic persons, cached
     training      one run folder trained by Caffe, resumable: the one place that runs Caffe's solver
     plan          the run plan: every run an experiment trains, its seed, solver and init
     members       how the plan's runs are prepared (labels, init, seed) and handed to an executor
