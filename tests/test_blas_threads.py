@@ -91,7 +91,8 @@ def test_a_run_trains_with_its_own_thread_count(lmdbs, tmp_path):
     """blas_threads reaches the run's process: the executor starts it with the BLAS variables set to
     the count (training.train says so in train.log when they differ). Whether the bits then differ
     from one thread's is the BLAS library's doing: Debian 12's OpenBLAS 0.3.21 splits this net's
-    products and trains other weights, Debian 13's 0.3.29 gave the same (docs/pretraining.md)."""
+    products and trains other weights, Ubuntu 24.04's 0.3.26 and Debian 13's 0.3.29 gave the same
+    (docs/pretraining.md)."""
     run_dir = prepare(tmp_path, "run", lmdbs, "blas_threads=2")
     assert training.task_environment(run_dir) == {name: "2" for name in training.BLAS_THREAD_VARIABLES}
     LocalExecutor(jobs=1, log=lambda line: None).run([task(run_dir)], "2 threads")
