@@ -20,7 +20,6 @@ import collections
 import os
 
 from . import ensemble as ensemble_eq
-from . import config as config_module
 from . import folder_lock, members, paths, plan, pretrain, report, scoring, softlabel, splits, synth, training
 from . import results as results_format
 from .classes import NUM_CLASSES
@@ -131,10 +130,9 @@ class Experiment:
         model, info = pretrain.pretrained_model(self.config, self.executor, self.log)
         self.weights = model
         shared = faces = None
-        if not self.data:
-            pretraining = config_module.pretraining(self.config)
-            shared, faces = synth.shared_persons(self.settings.data.synthetic.as_dict(), pretraining["seed"],
-                                                 info.identities)
+        if not self.data:       # the persons the model learned: its recipe's
+            shared, faces = synth.shared_persons(self.settings.data.synthetic.as_dict(),
+                                                 info.recipe["generator"]["seed"], info.identities)
         self.log("initial weights: %s (%d persons, identity accuracy %.2f%% on %d held-out faces)%s" % (
             model, info.identities, 100 * info.identity_accuracy, info.held_out_images,
             "" if shared is None else "; %d of the expression set's %d faces show one of its persons" % (shared, faces)))

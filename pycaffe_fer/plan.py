@@ -82,8 +82,9 @@ def beside_constructor(config, slots=None):
     config = settings(config)
     if config.constructor.softlabels or config.ensemble.init == "constructor":
         return []
-    constructor = next(run for run in plan_runs(config) if run.stage == "constructor")
-    hard = [run for run in plan_runs(config) if run.stage == "baseline" and terms(config, run) != terms(config, constructor)]
+    runs = plan_runs(config)
+    constructor = terms(config, next(run for run in runs if run.stage == "constructor"))
+    hard = [run for run in runs if run.stage == "baseline" and terms(config, run) != constructor]
     return hard if slots is None else hard[:max(0, slots)]
 
 

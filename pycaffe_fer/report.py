@@ -309,11 +309,12 @@ def pretraining(ctx):
             "accuracy %.2f%% on %d held-out faces of those persons, chance %.2f%%)." % (
                 os.path.basename(info.model), info.identities, info.iterations, 100 * info.identity_accuracy,
                 info.held_out_images, 100 * info.chance))
-    if info.shared_faces is not None:
-        line += (" Its persons and the expression set's are disjoint: %d of the expression set's %d faces show one "
-                 "of them." % (info.shared_faces, info.expression_faces) if not info.shared_faces else
-                 " **%d of the expression set's %d faces show one of its persons.**" % (
-                     info.shared_faces, info.expression_faces))
+    if info.shared_faces == 0:
+        line += (" Its persons and the expression set's are disjoint: 0 of the expression set's %d faces show one "
+                 "of them." % info.expression_faces)
+    elif info.shared_faces:
+        line += " **%d of the expression set's %d faces show one of its persons.**" % (
+            info.shared_faces, info.expression_faces)
     return [line, ""]
 
 

@@ -44,7 +44,6 @@ from .atomic import atomic_path
 from .classes import CLASSES, NUM_CLASSES
 
 
-
 def _record(name, fields):
     """A record type of results.json: a namedtuple whose fields default to None."""
     return collections.namedtuple(name, fields, defaults=(None,) * len(fields.split()))
